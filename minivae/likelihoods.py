@@ -1,0 +1,182 @@
+"""Decoder likelihoods p(x|z): how the decoder's output becomes a log-density.
+
+Each likelihood knows
+
+* ``out_dim(D)``: how many numbers the decoder emits per datapoint;
+* ``param_specs(D)``: extra parameters it owns outside the decoder MLP;
+* ``log_prob(x, out, params)``: log p(x|z) summed over data dimensions, in
+  nats, for decoder output ``out`` of shape (K, B, out_dim) and data ``x`` of
+  shape (B, D); the result has shape (K, B);
+* ``log_prob_grad(x, out, params, weight, grads)``: given ``weight = dL/d
+  log p(x|z)`` of shape (K, B), returns ``dL/d out`` and *writes* (overwrites)
+  the gradients of its own extra parameters into ``grads``;
+* ``mean(out, params)``: the mean of p(x|z) (for pictures and samples);
+* ``sample(out, params, rng)``: a draw from p(x|z).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .distributions import (
+    bernoulli_log_prob,
+    bernoulli_log_prob_grad,
+    gaussian_log_prob,
+    gaussian_log_prob_grad,
+)
+from .layers import sigmoid
+
+
+class Bernoulli:
+    """p(x|z) = prod_d Bernoulli(x_d; sigmoid(l_d)), the decoder emitting logits l."""
+
+    name = "bernoulli"
+
+    def out_dim(self, D: int) -> int:
+        return D
+
+    def param_specs(self, D: int):
+        return []
+
+    def init_params(self, params, D: int) -> None:
+        pass
+
+    def log_prob(self, x, out, params):
+        return bernoulli_log_prob(x, out)
+
+    def log_prob_grad(self, x, out, params, weight, grads):
+        return bernoulli_log_prob_grad(x, out) * weight[..., None]
+
+    def mean(self, out, params):
+        return sigmoid(out)
+
+    def sample(self, out, params, rng):
+        return (rng.random(out.shape) < sigmoid(out)).astype(out.dtype)
+
+
+class GaussianHeteroscedastic:
+    """p(x|z) = N(x; m(z), diag(exp(v(z)))), both m and v emitted by the decoder.
+
+    The decoder output has 2D columns: the first D are the mean, the last D
+    the log-variance.
+    """
+
+    name = "gaussian-hetero"
+
+    def out_dim(self, D: int) -> int:
+        return 2 * D
+
+    def param_specs(self, D: int):
+        return []
+
+    def init_params(self, params, D: int) -> None:
+        pass
+
+    @staticmethod
+    def _split(out):
+        D = out.shape[-1] // 2
+        return out[..., :D], out[..., D:]
+
+    def log_prob(self, x, out, params):
+        mean, log_var = self._split(out)
+        return gaussian_log_prob(x, mean, log_var)
+
+    def log_prob_grad(self, x, out, params, weight, grads):
+        mean, log_var = self._split(out)
+        d_mean, d_log_var, _ = gaussian_log_prob_grad(x, mean, log_var)
+        w = weight[..., None]
+        return np.concatenate([d_mean * w, d_log_var * w], axis=-1)
+
+    def mean(self, out, params):
+        return self._split(out)[0]
+
+    def sample(self, out, params, rng):
+        mean, log_var = self._split(out)
+        noise = rng.standard_normal(mean.shape).astype(out.dtype, copy=False)
+        return mean + np.exp(0.5 * log_var) * noise
+
+
+class GaussianSharedVariance:
+    """p(x|z) = N(x; m(z), diag(exp(v))) with one learned log-variance vector v.
+
+    v is the parameter ``"decoder.log_var"`` of shape (D,), initialized to 0.
+    """
+
+    name = "gaussian-shared"
+
+    def out_dim(self, D: int) -> int:
+        return D
+
+    def param_specs(self, D: int):
+        return [("decoder.log_var", (D,))]
+
+    def init_params(self, params, D: int) -> None:
+        params["decoder.log_var"][...] = 0.0
+
+    def log_prob(self, x, out, params):
+        return gaussian_log_prob(x, out, params["decoder.log_var"])
+
+    def log_prob_grad(self, x, out, params, weight, grads):
+        d_mean, d_log_var, _ = gaussian_log_prob_grad(x, out, params["decoder.log_var"])
+        w = weight[..., None]
+        # v is shared by every sample and datapoint: its gradient sums over them.
+        np.sum((d_log_var * w).reshape(-1, out.shape[-1]), axis=0, out=grads["decoder.log_var"])
+        return d_mean * w
+
+    def mean(self, out, params):
+        return out
+
+    def sample(self, out, params, rng):
+        noise = rng.standard_normal(out.shape).astype(out.dtype, copy=False)
+        return out + np.exp(0.5 * params["decoder.log_var"]) * noise
+
+
+class GaussianFixedVariance:
+    """p(x|z) = N(x; m(z), exp(v0) I) with a fixed, user-chosen log-variance v0."""
+
+    name = "gaussian-fixed"
+
+    def __init__(self, log_var: float = 0.0):
+        if not np.isfinite(log_var):
+            raise ValueError(f"fixed_log_var must be finite, got {log_var!r}")
+        self.log_var = float(log_var)
+
+    def out_dim(self, D: int) -> int:
+        return D
+
+    def param_specs(self, D: int):
+        return []
+
+    def init_params(self, params, D: int) -> None:
+        pass
+
+    def log_prob(self, x, out, params):
+        return gaussian_log_prob(x, out, out.dtype.type(self.log_var))
+
+    def log_prob_grad(self, x, out, params, weight, grads):
+        d_mean, _, _ = gaussian_log_prob_grad(x, out, out.dtype.type(self.log_var))
+        return d_mean * weight[..., None]
+
+    def mean(self, out, params):
+        return out
+
+    def sample(self, out, params, rng):
+        noise = rng.standard_normal(out.shape).astype(out.dtype, copy=False)
+        return out + np.exp(0.5 * self.log_var) * noise
+
+
+LIKELIHOODS = {
+    "bernoulli": Bernoulli,
+    "gaussian-hetero": GaussianHeteroscedastic,
+    "gaussian-shared": GaussianSharedVariance,
+    "gaussian-fixed": GaussianFixedVariance,
+}
+
+
+def make_likelihood(name: str, fixed_log_var: float = 0.0):
+    """Build a likelihood by name (one of :data:`LIKELIHOODS`)."""
+    if not isinstance(name, str) or name not in LIKELIHOODS:
+        raise ValueError(f"likelihood must be one of {sorted(LIKELIHOODS)}, got {name!r}")
+    if name == "gaussian-fixed":
+        return GaussianFixedVariance(fixed_log_var)
+    return LIKELIHOODS[name]()
