@@ -444,6 +444,18 @@ class VAE:
             return self.likelihood.mean(out, self.params)
         return self.likelihood.sample(out, self.params, rng)
 
+    def log_likelihood(self, x, k: int = 5000, *, rng: np.random.Generator | None = None,
+                       chunk_size: int | None = None):
+        """Importance-sampled estimate of log p(x) per datapoint, with q(z|x) as the proposal.
+
+        Delegates to :func:`minivae.objectives.importance_sampled_log_likelihood`
+        (imported here, at call time, because objectives are built on top of
+        this class); see that function for the estimator and its standard error.
+        """
+        from .objectives import importance_sampled_log_likelihood
+
+        return importance_sampled_log_likelihood(self, x, k=k, rng=rng, chunk_size=chunk_size)
+
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         """Mean of p(x|z) at z = mu(x): a picture of the reconstruction (not an ELBO)."""
         mu, _, _ = self.encode(self.check_x(x))
