@@ -1,0 +1,520 @@
+r"""Objectives beyond the ELBO: the IWAE bound, the score-function gradient, log p(x) estimates.
+
+Everything here is in nats per datapoint and builds on the stages of
+:class:`minivae.vae.VAE` (encode, decode, log_px and their backwards), so a
+reader can follow the same arrows as in the ELBO.
+
+The central quantity is the log importance weight of sample k for datapoint b,
+
+.. math::
+
+    \log w_{kb} = \log p_\theta(x_b|z_{kb}) + \log p(z_{kb}) - \log q_\phi(z_{kb}|x_b),
+    \qquad z_{kb} = \mu_b + \sigma_b\odot\epsilon_{kb},
+
+and everything else is a way of averaging it:
+
+* the ELBO (with a Monte Carlo KL) is :math:`\frac1K\sum_k \log w_{kb}`;
+* the importance-weighted bound (Burda et al. 2015) is
+  :math:`L_K = \log\frac1K\sum_k w_{kb}`, with :math:`L_1 = \mathrm{ELBO}\le L_K\le\log p(x)`;
+* the importance-sampling estimate of :math:`\log p(x)` is the same expression
+  with a large K, computed in chunks.
+
+Contents
+--------
+:func:`log_importance_weights`, :func:`iwae_loss_and_grad`,
+:func:`iwae_elbo_identity_gap`, :func:`score_function_grad`,
+:func:`importance_sampled_log_likelihood`, :func:`prior_sampling_log_likelihood`,
+:class:`LogLikelihoodEstimate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .distributions import (
+    gaussian_log_prob,
+    kl_diag_standard_normal,
+    kl_diag_standard_normal_grad,
+    reparameterize,
+    standard_normal_log_prob,
+)
+from .params import ParamDict
+from .vae import VAE
+
+BASELINES = ("none", "batch-mean", "leave-one-out")
+KL_MODES = ("analytic", "mc")
+
+# Elements of the largest per-chunk array (decoder output, hidden activations) that the
+# log-likelihood estimators allow themselves by default: 2**22 float64 numbers = 32 MiB.
+_CHUNK_BUDGET = 2**22
+
+
+# ----------------------------------------------------------------------------------------
+# Log importance weights and the IWAE bound
+# ----------------------------------------------------------------------------------------
+
+
+def _forward(model: VAE, x: np.ndarray, eps: np.ndarray):
+    """Shared forward pass: log w of shape (K, B) plus everything the backward needs."""
+    mu, log_var, enc_cache = model.encode(x)
+    z, sigma = reparameterize(mu, log_var, eps)
+    out, dec_cache = model.decode(z)
+    log_px = model.log_px(x, out)  # (K, B)
+    # log p(z) and log q(z|x) are evaluated at the samples (no closed-form KL anywhere):
+    # that is what makes L_K a bound on log p(x) for every K.
+    log_w = log_px + standard_normal_log_prob(z) - gaussian_log_prob(z, mu, log_var)
+    cache = (mu, log_var, enc_cache, z, sigma, out, dec_cache)
+    return log_w, cache
+
+
+def _check_inputs(model: VAE, x, eps) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(model, VAE):
+        raise TypeError(f"model must be a minivae.VAE, got {type(model).__name__}")
+    x = model.check_x(x)
+    eps = model.check_eps(eps, x.shape[0])
+    return x, eps
+
+
+def log_importance_weights(model: VAE, x: np.ndarray, eps: np.ndarray) -> np.ndarray:
+    r"""Log importance weights, shape (K, B), in nats.
+
+    .. math::  \log w_{kb} = \log p(x_b|z_{kb}) + \log p(z_{kb}) - \log q(z_{kb}|x_b),
+               \quad z_{kb} = \mu(x_b) + \sigma(x_b)\odot\epsilon_{kb}
+    """
+    x, eps = _check_inputs(model, x, eps)
+    return _forward(model, x, eps)[0]
+
+
+def _softmax_over_k(log_w: np.ndarray) -> np.ndarray:
+    """Normalized importance weights w_kb / sum_k' w_k'b, computed stably from log w."""
+    shifted = log_w - np.max(log_w, axis=0, keepdims=True)
+    w = np.exp(shifted)
+    return w / np.sum(w, axis=0, keepdims=True)
+
+
+def _logmeanexp_k(log_w: np.ndarray) -> np.ndarray:
+    m = np.max(log_w, axis=0)
+    return m + np.log(np.mean(np.exp(log_w - m), axis=0))
+
+
+def iwae_loss_and_grad(model: VAE, x: np.ndarray, eps: np.ndarray) -> tuple[float, ParamDict]:
+    r"""Negative importance-weighted bound and its exact gradient, in nats per datapoint.
+
+    .. math::
+
+        \mathrm{loss} = -\frac1B\sum_b L_{K,b},\qquad
+        L_{K,b} = \log\frac1K\sum_{k=1}^K w_{kb},\qquad K = \texttt{eps.shape[0]},
+
+    with :math:`\log w_{kb}` as in :func:`log_importance_weights` (Burda, Grosse and
+    Salakhutdinov 2015). With eps fixed the loss is a deterministic function of the
+    parameters and the gradient is exact:
+
+    .. math::
+
+        \nabla\mathrm{loss} = -\frac1B\sum_b\sum_k \tilde w_{kb}\,\nabla\log w_{kb},
+        \qquad \tilde w_{kb} = \frac{w_{kb}}{\sum_{k'} w_{k'b}}
+        = \mathrm{softmax}_k(\log w_{\cdot b}).
+
+    For K = 1 the weights are all 1 and this is the ELBO with a Monte Carlo KL,
+    ``model.loss_and_grad(x, eps, kl="mc")``.
+
+    Returns ``(loss, grads)`` with ``grads`` a new :class:`~minivae.params.ParamDict`.
+    """
+    x, eps = _check_inputs(model, x, eps)
+    log_w, cache = _forward(model, x, eps)
+    mu, log_var, enc_cache, z, sigma, out, dec_cache = cache
+    K, B = log_w.shape
+    loss = float(-np.mean(_logmeanexp_k(log_w)))
+
+    # dloss/dlog w_kb = -wtilde_kb / B. Everything below multiplies this upstream
+    # gradient into the three terms of log w.
+    g = -_softmax_over_k(log_w) / B  # (K, B), model dtype
+    grads = model.new_grad()
+
+    # (1) log p(x|z): the likelihood and decoder backward with weight g, giving the
+    #     decoder's parameter gradients and dloss/dz through the decoder.
+    d_out = model.likelihood.log_prob_grad(x, out, model.params, g, grads)
+    dz = model.decode_backward(d_out, dec_cache, grads)
+
+    # (2) log p(z) = -0.5 |z|^2 + const, so d log p(z)/dz = -z.
+    dz += g[..., None] * (-z)
+
+    # (3) log q(z|x) at z = mu + sigma*eps. Its *total* derivative (the sum of the path
+    #     through z and the explicit dependence on (mu, log_var)) is what the loss, as a
+    #     function of phi with eps fixed, sees. Substituting z - mu = sigma*eps:
+    #         log q = sum_j -0.5 (log 2pi + log_var_j + eps_j^2),
+    #     which does not depend on mu at all and depends on log_var_j only through the
+    #     -0.5 log_var_j normalizer. (Piece by piece: the path through z gives
+    #     dlog q/dz = -eps/sigma, times dz/dmu = 1 cancels the explicit +eps/sigma; times
+    #     dz/dlog_var = 0.5 sigma eps gives -0.5 eps^2, cancelling the explicit
+    #     +0.5 eps^2 - 0.5.) So -log q contributes +0.5 per log_var_j, weighted by g;
+    #     summed over k the normalized weights sum to one, leaving -0.5 / B.
+    d_log_var_q = 0.5 * np.sum(g, axis=0)[:, None] * np.ones_like(log_var)
+
+    # Through the reparameterization z = mu + sigma*eps: dz/dmu = 1, dz/dlog_var = 0.5 sigma eps.
+    d_mu = np.sum(dz, axis=0)
+    d_log_var = 0.5 * sigma * np.sum(dz * eps, axis=0) + d_log_var_q
+    model.encode_backward(d_mu, d_log_var, enc_cache, grads)
+    return loss, grads
+
+
+def iwae_loss(model: VAE, x: np.ndarray, eps: np.ndarray) -> float:
+    """The negative bound of :func:`iwae_loss_and_grad`, without the gradient (nats/datapoint)."""
+    return float(-np.mean(_logmeanexp_k(log_importance_weights(model, x, eps))))
+
+
+def iwae_elbo_identity_gap(model: VAE, x: np.ndarray, eps: np.ndarray) -> float:
+    r"""``|(-L_1) - model.loss(x, eps, kl="mc")|`` per sample, worst over the K samples.
+
+    An identity check: each single sample k gives :math:`L_1 = \log w_{kb}`, which must
+    equal the ELBO with a Monte Carlo KL evaluated by the VAE itself at the same noise
+    ``eps[k:k+1]``. Returns the largest absolute difference in nats per datapoint
+    (roundoff, about 1e-13 in float64, when both are right).
+    """
+    x, eps = _check_inputs(model, x, eps)
+    worst = 0.0
+    for k in range(eps.shape[0]):
+        e = eps[k : k + 1]
+        worst = max(worst, abs(iwae_loss(model, x, e) - model.loss(x, e, kl="mc")))
+    return worst
+
+
+# ----------------------------------------------------------------------------------------
+# Score-function (REINFORCE) gradient of the negative ELBO
+# ----------------------------------------------------------------------------------------
+
+
+def _baseline(f: np.ndarray, kind: str) -> np.ndarray:
+    r"""A baseline for each sample f_kb that does not depend on z_kb (hence no bias).
+
+    * ``"none"``: 0.
+    * ``"batch-mean"``: the mean of f over all *other* (k', b') pairs of the batch, one
+      number per sample. Leaving the sample itself out keeps the estimator unbiased
+      (the other samples are independent of z_kb); it needs K*B >= 2.
+    * ``"leave-one-out"``: the mean of f over the other K-1 samples of the same
+      datapoint, :math:`b_{kb} = \frac{1}{K-1}\sum_{k'\ne k} f_{k'b}`; needs K >= 2.
+    """
+    K, B = f.shape
+    if kind == "none":
+        return np.zeros_like(f)
+    if kind == "batch-mean":
+        if K * B < 2:
+            raise ValueError("baseline='batch-mean' needs K*B >= 2 samples in the batch")
+        return (np.sum(f) - f) / (K * B - 1)
+    if K < 2:
+        raise ValueError(f"baseline='leave-one-out' needs K >= 2 samples per datapoint, got K={K}")
+    return (np.sum(f, axis=0, keepdims=True) - f) / (K - 1)
+
+
+def score_function_grad(
+    model: VAE,
+    x: np.ndarray,
+    eps: np.ndarray,
+    *,
+    kl: str = "analytic",
+    baseline: str = "none",
+) -> tuple[float, ParamDict]:
+    r"""Score-function (REINFORCE) estimate of the gradient of the negative ELBO.
+
+    Same model, batch and noise as ``model.loss_and_grad(x, eps, kl=kl)``; only the
+    encoder's gradient is estimated differently. The samples are
+    :math:`z_{kb} = \mu_b + \sigma_b\epsilon_{kb}`, used as draws from q and **not**
+    differentiated through. With the score
+    :math:`s_{kb} = \nabla_\phi\log q_\phi(z|x_b)|_{z=z_{kb}}`, whose components are
+
+    .. math::  \partial\log q/\partial\mu_j = \epsilon_j/\sigma_j,\qquad
+               \partial\log q/\partial\,\mathrm{log\_var}_j = \tfrac12(\epsilon_j^2 - 1),
+
+    the encoder gradient of :math:`\mathrm{loss} = -\frac1B\sum_b\mathrm{ELBO}_b` is
+
+    * ``kl="analytic"`` (:math:`\mathrm{ELBO} = E_q[\log p(x|z)] - \mathrm{KL}`, KL exact):
+
+      .. math::  \hat g_\phi = \frac1B\sum_b\Big[-\frac1K\sum_k (f_{kb} - c_{kb})\,s_{kb}
+                 + \nabla_\phi\mathrm{KL}(q(z|x_b)\,\|\,p(z))\Big],\quad f = \log p(x|z)
+
+    * ``kl="mc"`` (:math:`\mathrm{ELBO} = E_q[f(z,\phi)]`,
+      :math:`f = \log p(x,z) - \log q_\phi(z|x)`):
+
+      .. math::  \hat g_\phi = -\frac1{B K}\sum_{b,k}\Big[(f_{kb} - c_{kb})\,s_{kb}
+                 + \nabla_\phi f(z,\phi)|_{z=z_{kb}}\Big],\quad
+                 \nabla_\phi f|_z = -s_{kb}
+
+      (the direct term; its expectation is zero, but it belongs to the estimator).
+
+    :math:`c_{kb}` is the baseline (see :func:`_baseline`: ``"none"``,
+    ``"batch-mean"`` or ``"leave-one-out"``); every choice is independent of
+    :math:`z_{kb}`, so :math:`E[c\,s] = c\,E[s] = 0` and the estimate stays unbiased.
+
+    The decoder's entries of ``grads`` are the usual (exact given the samples)
+    :math:`-\frac1{BK}\sum\nabla_\theta\log p_\theta(x_b|z_{kb})`, identical to
+    ``model.loss_and_grad(x, eps, kl=kl)``: theta does not enter q, so there is
+    nothing to estimate differently. Hence ``grads.flat`` is an unbiased estimate of
+    the whole gradient, and its encoder entries are the score-function estimate.
+
+    Returns ``(loss, grads)``: the negative ELBO at these samples (nats per
+    datapoint, the same number ``model.loss(x, eps, kl=kl)`` gives) and the gradient.
+    """
+    if kl not in KL_MODES:
+        raise ValueError(f"kl must be one of {KL_MODES}, got {kl!r}")
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    x, eps = _check_inputs(model, x, eps)
+    log_w, cache = _forward(model, x, eps)
+    mu, log_var, enc_cache, z, sigma, out, dec_cache = cache
+    K, B = log_w.shape
+    grads = model.new_grad()
+
+    # Decoder: the direct gradient of -mean log p(x|z) at the samples (decode_backward
+    # also returns dloss/dz, which a score-function estimator deliberately ignores).
+    weight = np.full((K, B), -1.0 / (K * B), dtype=model.dtype)
+    d_out = model.likelihood.log_prob_grad(x, out, model.params, weight, grads)
+    model.decode_backward(d_out, dec_cache, grads)
+
+    log_px = model.log_px(x, out)
+    if kl == "analytic":
+        f = log_px
+        loss = float(np.mean(-np.mean(log_px, axis=0) + kl_diag_standard_normal(mu, log_var)))
+    else:
+        f = log_w
+        loss = float(-np.mean(log_w))
+
+    # Score of q at the (fixed) samples, per (k, b, j).
+    score_mu = eps / sigma
+    score_log_var = 0.5 * (eps * eps - 1.0)
+    coef = -(f - _baseline(f, baseline)) / (K * B)  # (K, B)
+    if kl == "mc":
+        # direct term -(1/(BK)) * (-s) = +s/(BK): add 1/(BK) to every coefficient
+        coef = coef + 1.0 / (K * B)
+    d_mu = np.sum(coef[..., None] * score_mu, axis=0)
+    d_log_var = np.sum(coef[..., None] * score_log_var, axis=0)
+    if kl == "analytic":
+        g_mu, g_log_var = kl_diag_standard_normal_grad(mu, log_var)
+        d_mu += g_mu / B
+        d_log_var += g_log_var / B
+    model.encode_backward(d_mu, d_log_var, enc_cache, grads)
+    return loss, grads
+
+
+# ----------------------------------------------------------------------------------------
+# Estimates of log p(x)
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class LogLikelihoodEstimate:
+    r"""Per-datapoint Monte Carlo estimates of log p(x), in nats.
+
+    Attributes
+    ----------
+    values : array (B,)
+        :math:`\log\hat p(x_b) = \log\frac1k\sum_i w_{ib}`.
+    stderr : array (B,)
+        Delta-method standard error of each value:
+        :math:`\mathrm{sd}(w_{\cdot b}) / (\sqrt{k}\,\overline{w}_{\cdot b})`, the
+        standard error of the mean weight relative to the mean weight (sd with the
+        k-1 denominator). It is itself an estimate and can be badly low when the
+        weights are heavy-tailed (a proposal much narrower than the target).
+    k : int
+        Samples per datapoint.
+    method : str
+        ``"importance"`` (proposal q(z|x)) or ``"prior"`` (proposal p(z)).
+
+    Both estimators are biased *low* in log space (Jensen: E[log p_hat] <= log p(x));
+    the bias is about stderr**2 / 2, so it vanishes faster than the noise.
+    """
+
+    values: np.ndarray
+    stderr: np.ndarray
+    k: int
+    method: str
+
+    @property
+    def mean(self) -> float:
+        """Mean over the batch of the per-datapoint estimates (nats per datapoint)."""
+        return float(np.mean(self.values))
+
+    @property
+    def mean_stderr(self) -> float:
+        r"""Monte Carlo standard error of :attr:`mean` for this fixed batch:
+        :math:`\sqrt{\sum_b \mathrm{stderr}_b^2}/B` (the estimates are independent
+        across datapoints). It does not include the spread of the data themselves;
+        for that see :attr:`data_stderr`."""
+        return float(np.sqrt(np.sum(self.stderr**2)) / self.values.size)
+
+    @property
+    def data_stderr(self) -> float:
+        """Standard error of :attr:`mean` as an estimate of the population mean:
+        the sample standard deviation of ``values`` over sqrt(B) (0 for B = 1)."""
+        B = self.values.size
+        return float(np.std(self.values, ddof=1) / np.sqrt(B)) if B > 1 else 0.0
+
+    def __str__(self) -> str:
+        return (
+            f"log p(x) ~ {self.mean:.4f} +- {self.mean_stderr:.4f} nats per datapoint "
+            f"({self.method} sampling, k={self.k}, {self.values.size} datapoints)"
+        )
+
+
+class _StreamingLogMeanExp:
+    r"""Online log-mean-exp over chunks, with the second moment for a standard error.
+
+    Keeps, per datapoint, the running maximum m and the scaled sums
+    :math:`s_1 = \sum_i e^{a_i - m}` and :math:`s_2 = \sum_i e^{2(a_i - m)}`. When a new
+    chunk raises the maximum to m', the old sums are rescaled by :math:`e^{m-m'}` and
+    :math:`e^{2(m-m')}`, so nothing overflows and memory is one chunk. Accumulates in
+    float64 on purpose: these are reported statistics summed over thousands of
+    weights, not part of the model's computation.
+    """
+
+    def __init__(self, batch: int):
+        self.m = np.full(batch, -np.inf)
+        self.s1 = np.zeros(batch)
+        self.s2 = np.zeros(batch)
+        self.n = 0
+
+    def update(self, a: np.ndarray) -> None:
+        a = np.asarray(a, dtype=np.float64)  # (chunk, B)
+        new_m = np.maximum(self.m, np.max(a, axis=0))
+        if not np.all(np.isfinite(new_m)):
+            raise FloatingPointError("a log weight is NaN or every log weight is -inf")
+        scale = np.exp(self.m - new_m)  # exp(-inf) = 0 on the first chunk
+        e = np.exp(a - new_m)
+        self.s1 = self.s1 * scale + np.sum(e, axis=0)
+        self.s2 = self.s2 * scale**2 + np.sum(e * e, axis=0)
+        self.m = new_m
+        self.n += a.shape[0]
+
+    def result(self, method: str) -> LogLikelihoodEstimate:
+        n = self.n
+        mean_w = self.s1 / n  # in units of e^m
+        values = self.m + np.log(mean_w)
+        if n > 1:
+            # unbiased variance of w (units e^{2m}); roundoff can make it slightly negative
+            var_w = np.maximum(self.s2 / n - mean_w**2, 0.0) * n / (n - 1)
+            stderr = np.sqrt(var_w / n) / mean_w
+        else:
+            stderr = np.full_like(values, np.nan)
+        return LogLikelihoodEstimate(values, stderr, n, method)
+
+
+def _check_count(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _resolve_rng(rng) -> np.random.Generator:
+    # Randomness is explicit: None means a *fresh* generator with the fixed, documented
+    # seed 0 (never NumPy's global state), so that an evaluation repeats exactly.
+    if rng is None:
+        return np.random.default_rng(0)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}")
+    return rng
+
+
+def _default_chunk(model: VAE, batch: int, k: int) -> int:
+    widest = max(model.likelihood.out_dim(model.input_dim), *model.decoder_hidden,
+                 model.latent_dim)
+    return max(1, min(k, _CHUNK_BUDGET // (batch * widest)))
+
+
+def _chunks(k: int, chunk_size: int):
+    for start in range(0, k, chunk_size):
+        yield min(chunk_size, k - start)
+
+
+def _setup(model, x, k, rng, chunk_size):
+    if not isinstance(model, VAE):
+        raise TypeError(f"model must be a minivae.VAE, got {type(model).__name__}")
+    x = model.check_x(x)
+    k = _check_count(k, "k")
+    rng = _resolve_rng(rng)
+    if chunk_size is None:
+        chunk_size = _default_chunk(model, x.shape[0], k)
+    chunk_size = _check_count(chunk_size, "chunk_size")
+    return x, k, rng, chunk_size
+
+
+def importance_sampled_log_likelihood(
+    model: VAE,
+    x: np.ndarray,
+    k: int = 5000,
+    rng: np.random.Generator | None = None,
+    chunk_size: int | None = None,
+) -> LogLikelihoodEstimate:
+    r"""Importance-sampling estimate of log p(x) with q(z|x) as the proposal.
+
+    .. math::
+
+        \log\hat p(x_b) = \log\frac1k\sum_{i=1}^k
+            \frac{p(x_b|z_i)\,p(z_i)}{q(z_i|x_b)},\qquad z_i \sim q(z|x_b),
+
+    i.e. the bound :math:`L_k` at one draw of k samples; it is :math:`\ge` the
+    Monte Carlo ELBO at the same samples (mean of logs <= log of mean) and, on
+    average, :math:`\le\log p(x)`. The samples are drawn chunk by chunk,
+    ``eps = model.sample_eps(rng, B, c)``, so the stream of noise (and hence the
+    result, up to roundoff) does not depend on ``chunk_size``; the log-sum-exp is
+    accumulated online, so memory is one chunk whatever k.
+
+    Parameters
+    ----------
+    model : VAE
+    x : array (B, D) of the model's dtype
+    k : int
+        Samples per datapoint (default 5000).
+    rng : numpy.random.Generator or None
+        The noise source. ``None`` means ``numpy.random.default_rng(0)``, a fresh
+        generator with a fixed seed, so repeated calls give the same number; pass
+        your own generator for independent estimates.
+    chunk_size : int or None
+        Samples per chunk; ``None`` picks the largest chunk whose biggest array
+        (decoder output or hidden layer) holds at most 2**22 numbers.
+
+    Returns
+    -------
+    LogLikelihoodEstimate
+        ``values`` and delta-method ``stderr`` per datapoint, ``mean``, ``mean_stderr``.
+    """
+    x, k, rng, chunk_size = _setup(model, x, k, rng, chunk_size)
+    B = x.shape[0]
+    mu, log_var, _ = model.encode(x)  # q(z|x) is the same for every chunk
+    acc = _StreamingLogMeanExp(B)
+    for c in _chunks(k, chunk_size):
+        eps = model.sample_eps(rng, B, c)
+        z, _ = reparameterize(mu, log_var, eps)
+        out, _ = model.decode(z)
+        log_w = (model.log_px(x, out) + standard_normal_log_prob(z)
+                 - gaussian_log_prob(z, mu, log_var))
+        acc.update(log_w)
+    return acc.result("importance")
+
+
+def prior_sampling_log_likelihood(
+    model: VAE,
+    x: np.ndarray,
+    m: int,
+    rng: np.random.Generator | None = None,
+    chunk_size: int | None = None,
+) -> LogLikelihoodEstimate:
+    r"""The naive estimate of log p(x) by sampling the prior.
+
+    .. math::  \log\hat p(x_b) = \log\frac1M\sum_{i=1}^M p(x_b|z_{ib}),\qquad z_{ib}\sim N(0, I),
+
+    unbiased for p(x) but with a variance that explodes when the posterior is much
+    narrower than the prior (almost no prior draw lands where p(x|z) is large), so
+    for real models it badly underestimates log p(x) unless M is astronomically
+    large. Each datapoint gets its own independent draws. ``rng=None`` means
+    ``numpy.random.default_rng(0)``; chunking as in
+    :func:`importance_sampled_log_likelihood`.
+    """
+    x, m, rng, chunk_size = _setup(model, x, m, rng, chunk_size)
+    B = x.shape[0]
+    acc = _StreamingLogMeanExp(B)
+    for c in _chunks(m, chunk_size):
+        z = model.sample_eps(rng, B, c)  # standard normal, shape (c, B, Z): draws from p(z)
+        out, _ = model.decode(z)
+        acc.update(model.log_px(x, out))
+    return acc.result("prior")
