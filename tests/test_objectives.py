@@ -1,0 +1,389 @@
+"""Tests of minivae.objectives: IWAE bound and gradient, score-function gradient, log p(x).
+
+Ground truth for log p(x) is a linear-Gaussian VAE (affine decoder, Gaussian likelihood
+with a fixed or shared variance), whose marginal is computed here independently with
+scipy.stats.multivariate_normal.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.stats
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minivae import VAE
+from minivae.gradcheck import model_gradcheck
+from minivae.objectives import (
+    LogLikelihoodEstimate,
+    importance_sampled_log_likelihood,
+    iwae_elbo_identity_gap,
+    iwae_loss,
+    iwae_loss_and_grad,
+    log_importance_weights,
+    prior_sampling_log_likelihood,
+    score_function_grad,
+)
+
+LIKELIHOODS = ["bernoulli", "gaussian-hetero", "gaussian-shared", "gaussian-fixed"]
+
+
+def make_data(rng, likelihood, batch, dim, dtype=np.float64):
+    if likelihood == "bernoulli":
+        return (rng.random((batch, dim)) < 0.5).astype(dtype)
+    return rng.standard_normal((batch, dim)).astype(dtype)
+
+
+def iwae_objective(model, x, eps):
+    return iwae_loss_and_grad(model, x, eps)
+
+
+# ---------------------------------------------------------------------------------------
+# Linear-Gaussian ground truth
+# ---------------------------------------------------------------------------------------
+
+
+def linear_gaussian_vae(D=5, Z=2, likelihood="gaussian-fixed", seed=0, q="posterior"):
+    """A VAE with affine encoder and decoder: p(x) = N(b, A A^T + Sigma) exactly.
+
+    ``q="posterior"`` sets the affine encoder to the exact posterior mean and a
+    variance Z * diag(S) >= S (Cauchy-Schwarz), so that q is broader than p(z|x) in
+    every direction and the importance weights are bounded (finite variance).
+    ``q="init"`` keeps the random initial encoder.
+    """
+    model = VAE(D, Z, hidden=(), likelihood=likelihood, seed=seed, fixed_log_var=-1.0)
+    rng = np.random.default_rng(seed + 100)
+    p = model.params
+    p["decoder.0.W"][...] = rng.standard_normal((Z, D))
+    p["decoder.0.b"][...] = rng.standard_normal(D)
+    if likelihood == "gaussian-shared":
+        p["decoder.log_var"][...] = rng.uniform(-1.5, 0.0, size=D)
+    if q == "posterior":
+        A, b, noise_var = exact_parts(model)
+        prec = np.eye(Z) + A.T @ (A / noise_var[:, None])
+        S = np.linalg.inv(prec)
+        W_mu = (A / noise_var[:, None]) @ S  # mu = (x - b) @ W_mu
+        p["encoder.0.W"][...] = 0.0
+        p["encoder.0.W"][:, :Z] = W_mu
+        p["encoder.0.b"][:Z] = -b @ W_mu
+        p["encoder.0.b"][Z:] = np.log(Z * np.diag(S))
+    return model
+
+
+def exact_parts(model):
+    A = model.params["decoder.0.W"].T.copy()  # (D, Z): x = A z + b + noise
+    b = model.params["decoder.0.b"].copy()
+    if model.likelihood_name == "gaussian-shared":
+        noise_var = np.exp(model.params["decoder.log_var"])
+    else:
+        noise_var = np.full(model.input_dim, np.exp(model.fixed_log_var))
+    return A, b, noise_var
+
+
+def exact_log_px(model, x):
+    A, b, noise_var = exact_parts(model)
+    cov = A @ A.T + np.diag(noise_var)
+    return scipy.stats.multivariate_normal(mean=b, cov=cov).logpdf(x)
+
+
+def sample_linear_gaussian(model, rng, n):
+    A, b, noise_var = exact_parts(model)
+    z = rng.standard_normal((n, model.latent_dim))
+    return z @ A.T + b + np.sqrt(noise_var) * rng.standard_normal((n, model.input_dim))
+
+
+# ---------------------------------------------------------------------------------------
+# The IWAE gradient by finite differences
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+@pytest.mark.parametrize("K", [1, 2, 5])
+@settings(max_examples=3)
+@given(
+    hidden=st.lists(st.integers(1, 5), min_size=0, max_size=2),
+    batch=st.integers(1, 4),
+    dims=st.tuples(st.integers(2, 6), st.integers(1, 3)),
+    activation=st.sampled_from(["tanh", "relu", "softplus"]),
+    seed=st.integers(0, 2**16),
+)
+def test_iwae_gradient_matches_finite_differences(likelihood, K, hidden, batch, dims,
+                                                  activation, seed):
+    D, Z = dims
+    rng = np.random.default_rng(seed)
+    model = VAE(D, Z, hidden=tuple(hidden), likelihood=likelihood, activation=activation,
+                seed=seed)
+    x = make_data(rng, likelihood, batch, D)
+    eps = rng.standard_normal((K, batch, Z))
+    errors = model_gradcheck(model, x, eps, rng=rng, objective=iwae_objective)
+    assert max(errors.values()) <= 1e-6, errors
+
+
+def test_iwae_gradient_catches_unnormalized_weights():
+    """Power check: the same finite-difference test rejects pitfall 7 (weights not normalized)."""
+    rng = np.random.default_rng(0)
+    model = VAE(5, 2, hidden=(4,), activation="tanh", seed=3)
+    x = make_data(rng, "bernoulli", 3, 5)
+    eps = rng.standard_normal((3, 3, 2))
+
+    def wrong(m, x_, eps_):
+        # an ELBO gradient (uniform weights 1/K) paired with the IWAE loss
+        loss = iwae_loss(m, x_, eps_)
+        return loss, m.loss_and_grad(x_, eps_, kl="mc")[1]
+
+    errors = model_gradcheck(model, x, eps, rng=rng, objective=wrong)
+    assert errors["all"] > 1e-3
+
+
+# ---------------------------------------------------------------------------------------
+# Identities: L_1 is the MC-KL ELBO; L_K >= L_1
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+def test_l1_equals_elbo_with_mc_kl(likelihood):
+    rng = np.random.default_rng(1)
+    model = VAE(6, 3, hidden=(5,), likelihood=likelihood, seed=2)
+    x = make_data(rng, likelihood, 4, 6)
+    eps = rng.standard_normal((1, 4, 3))
+    loss_iwae, g_iwae = iwae_loss_and_grad(model, x, eps)
+    loss_elbo, g_elbo = model.loss_and_grad(x, eps, kl="mc")
+    assert abs(loss_iwae - loss_elbo) <= 1e-12 * max(1.0, abs(loss_elbo))
+    np.testing.assert_allclose(g_iwae.flat, g_elbo.flat, rtol=1e-12, atol=1e-14)
+    assert iwae_elbo_identity_gap(model, x, rng.standard_normal((5, 4, 3))) <= 1e-12
+    # with K samples, the mean of log w is the K-sample MC-KL ELBO
+    eps5 = rng.standard_normal((5, 4, 3))
+    mc_elbo = -np.mean(log_importance_weights(model, x, eps5))
+    assert abs(mc_elbo - model.loss(x, eps5, kl="mc")) <= 1e-12 * max(1.0, abs(mc_elbo))
+
+
+def test_lk_at_least_elbo_at_same_samples_and_on_average():
+    rng = np.random.default_rng(2)
+    model = VAE(8, 2, hidden=(6,), seed=4)
+    x = make_data(rng, "bernoulli", 5, 8)
+    # same samples: log mean w >= mean log w (Jensen), deterministically
+    for _ in range(20):
+        eps = rng.standard_normal((5, 5, 2))
+        assert -iwae_loss(model, x, eps) >= -model.loss(x, eps, kl="mc") - 1e-12
+    # independent draws: E[L_5] - E[L_1] > 0 by more than 4 standard errors
+    n = 400
+    l5 = np.array([-iwae_loss(model, x, rng.standard_normal((5, 5, 2))) for _ in range(n)])
+    l1 = np.array([-iwae_loss(model, x, rng.standard_normal((1, 5, 2))) for _ in range(n)])
+    diff, se = l5.mean() - l1.mean(), np.sqrt(l5.var(ddof=1) / n + l1.var(ddof=1) / n)
+    assert diff > 4 * se, (diff, se)
+
+
+# ---------------------------------------------------------------------------------------
+# Linear-Gaussian: L_K -> log p(x), IS estimate within standard errors
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian-fixed", "gaussian-shared"])
+def test_lk_approaches_exact_log_px(likelihood):
+    """E[L_K] increases with K towards log p(x) and never exceeds it beyond noise.
+
+    q is the random initial encoder here (far from the posterior), so the gaps are large.
+    E[L_K] is estimated by averaging R independent draws of the bound.
+    """
+    model = linear_gaussian_vae(D=5, Z=2, likelihood=likelihood, seed=5, q="init")
+    rng = np.random.default_rng(6)
+    x = sample_linear_gaussian(model, rng, 4)
+    exact = float(np.mean(exact_log_px(model, x)))
+    R, gaps, ses = 200, [], []
+    for K in (1, 10, 100):
+        draws = np.array([-iwae_loss(model, x, rng.standard_normal((K, 4, 2))) for _ in range(R)])
+        gaps.append(exact - draws.mean())
+        ses.append(draws.std(ddof=1) / np.sqrt(R))
+    gaps, ses = np.array(gaps), np.array(ses)
+    assert np.all(gaps > -4 * ses), (gaps, ses)  # a bound: never above log p(x)
+    assert np.all(np.diff(gaps) < 0), gaps  # monotone in K
+    assert gaps[2] < 0.25 * gaps[0], gaps  # and closing in
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian-fixed", "gaussian-shared"])
+def test_importance_sampling_matches_exact_log_px(likelihood):
+    model = linear_gaussian_vae(D=6, Z=2, likelihood=likelihood, seed=7)
+    rng = np.random.default_rng(8)
+    x = sample_linear_gaussian(model, rng, 6)
+    exact = exact_log_px(model, x)
+    est = model.log_likelihood(x, k=5000, rng=rng, chunk_size=1024)
+    assert isinstance(est, LogLikelihoodEstimate)
+    assert est.values.shape == est.stderr.shape == (6,)
+    assert np.all(np.abs(est.values - exact) <= 4 * est.stderr), (est.values - exact, est.stderr)
+    assert abs(est.mean - exact.mean()) <= 4 * est.mean_stderr
+    # not above the truth beyond statistical error
+    assert np.all(est.values <= exact + 4 * est.stderr)
+    # and above the ELBO (estimated with many samples and the closed-form KL)
+    elbo = -np.array([model.loss(x[i : i + 1], model.sample_eps(rng, 1, 2000)) for i in range(6)])
+    assert np.all(est.values > elbo)
+
+
+def test_importance_sampling_stderr_is_calibrated():
+    """The delta-method standard error matches the spread of repeated estimates."""
+    model = linear_gaussian_vae(D=5, Z=2, seed=9)
+    rng = np.random.default_rng(10)
+    x = sample_linear_gaussian(model, rng, 3)
+    reps = [importance_sampled_log_likelihood(model, x, k=200, rng=rng) for _ in range(300)]
+    empirical = np.std([r.values for r in reps], axis=0, ddof=1)
+    reported = np.mean([r.stderr for r in reps], axis=0)
+    # 300 repeats: the empirical sd is within about +-10% of the truth (sd/sqrt(2*299) ~ 4%)
+    np.testing.assert_allclose(reported, empirical, rtol=0.2)
+
+
+def test_prior_sampling_estimate_is_consistent_but_noisier():
+    model = linear_gaussian_vae(D=4, Z=2, seed=11)
+    rng = np.random.default_rng(12)
+    x = sample_linear_gaussian(model, rng, 4)
+    exact = exact_log_px(model, x)
+    prior = prior_sampling_log_likelihood(model, x, 20000, rng)
+    assert np.all(np.abs(prior.values - exact) <= 5 * prior.stderr), (prior.values - exact,
+                                                                       prior.stderr)
+    importance = importance_sampled_log_likelihood(model, x, k=20000, rng=rng)
+    assert np.all(importance.stderr < prior.stderr)
+
+
+def test_is_estimate_at_least_elbo_at_same_samples():
+    """With the same noise, log mean w >= mean log w: IS estimate >= MC-ELBO estimate."""
+    model = VAE(8, 3, hidden=(6,), seed=13)
+    rng = np.random.default_rng(14)
+    x = make_data(rng, "bernoulli", 5, 8)
+    est = importance_sampled_log_likelihood(model, x, k=300, rng=np.random.default_rng(3))
+    eps = model.sample_eps(np.random.default_rng(3), 5, 300)  # the same stream
+    elbo = np.mean(log_importance_weights(model, x, eps), axis=0)
+    assert np.all(est.values >= elbo)
+
+
+# ---------------------------------------------------------------------------------------
+# Chunking, rng handling, dtype
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("estimator", [importance_sampled_log_likelihood,
+                                       prior_sampling_log_likelihood])
+def test_chunked_equals_unchunked(estimator):
+    model = VAE(7, 2, hidden=(5,), seed=15)
+    x = make_data(np.random.default_rng(16), "bernoulli", 3, 7)
+    whole = estimator(model, x, 1000, np.random.default_rng(4), chunk_size=1000)
+    for chunk in (1, 7, 333, None):
+        part = estimator(model, x, 1000, np.random.default_rng(4), chunk_size=chunk)
+        np.testing.assert_allclose(part.values, whole.values, rtol=1e-12)
+        np.testing.assert_allclose(part.stderr, whole.stderr, rtol=1e-8)
+
+
+def test_default_rng_is_fixed_seed_and_global_state_untouched():
+    model = VAE(5, 2, hidden=(4,), seed=17)
+    x = make_data(np.random.default_rng(18), "bernoulli", 2, 5)
+    state = np.random.get_state()[1].copy()  # noqa: NPY002 (checking it is untouched)
+    a = model.log_likelihood(x, k=100)
+    b = importance_sampled_log_likelihood(model, x, k=100, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(a.values, b.values)
+    np.testing.assert_array_equal(np.random.get_state()[1], state)  # noqa: NPY002
+
+
+def test_float32_model_keeps_its_dtype():
+    model = VAE(6, 2, hidden=(5,), dtype=np.float32, seed=19)
+    rng = np.random.default_rng(20)
+    x = make_data(rng, "bernoulli", 3, 6, np.float32)
+    eps = model.sample_eps(rng, 3, 4)
+    loss, grads = iwae_loss_and_grad(model, x, eps)
+    assert grads.flat.dtype == np.float32 and np.isfinite(loss)
+    _, grads = score_function_grad(model, x, eps, baseline="leave-one-out")
+    assert grads.flat.dtype == np.float32
+    est = model.log_likelihood(x, k=50, rng=rng)
+    assert est.values.dtype == np.float64  # reported statistics are accumulated in float64
+    assert np.all(np.isfinite(est.values))
+
+
+# ---------------------------------------------------------------------------------------
+# Score-function estimator
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kl", ["analytic", "mc"])
+@pytest.mark.parametrize("baseline", ["none", "batch-mean", "leave-one-out"])
+def test_score_function_mean_matches_reparameterized_gradient(kl, baseline):
+    """Both estimators are unbiased for the same gradient, so their means agree.
+
+    Tolerance: with R independent replicate estimates per estimator, the difference of
+    the two sample means, coordinate by coordinate, has standard error
+    se = sqrt(var_sf / R + var_rep / R). Under the null (both unbiased) each standardized
+    difference is ~N(0, 1) by the CLT; with P ~ 40 encoder coordinates a 5-sigma bound
+    has a family-wise false-alarm rate below P * 6e-7 ~ 2e-5 (and the seeds are fixed,
+    so the test is deterministic). The last assert checks the bound has power: it is a
+    small fraction of the gradient's size, so a factor-of-two bug would fail.
+    """
+    model = VAE(5, 2, hidden=(4,), activation="tanh", seed=21)
+    rng = np.random.default_rng(22)
+    x = make_data(rng, "bernoulli", 3, 5)
+    R, K = 1500, 10
+    enc = np.zeros(model.n_params, dtype=bool)
+    for name, sl in model.params.slices().items():
+        enc[sl] = name.startswith("encoder")
+    rep = np.array([model.loss_and_grad(x, model.sample_eps(rng, 3, K), kl=kl)[1].flat
+                    for _ in range(R)])
+    sf = np.array([score_function_grad(model, x, model.sample_eps(rng, 3, K), kl=kl,
+                                       baseline=baseline)[1].flat for _ in range(R)])
+    diff = sf.mean(0) - rep.mean(0)
+    se = np.sqrt(sf.var(0, ddof=1) / R + rep.var(0, ddof=1) / R)
+    assert np.all(np.abs(diff[enc]) <= 5 * se[enc]), np.max(np.abs(diff[enc]) / se[enc])
+    # decoder entries are the same direct gradient in both: equal given the same noise
+    eps = model.sample_eps(rng, 3, K)
+    np.testing.assert_allclose(score_function_grad(model, x, eps, kl=kl)[1].flat[~enc],
+                               model.loss_and_grad(x, eps, kl=kl)[1].flat[~enc], rtol=1e-12)
+    # power: on the larger half of the coordinates the tolerance is below the gradient
+    # itself (a dropped or doubled term moves the mean by about |g|), and typically far below
+    mean_grad = np.abs(rep.mean(0)[enc])
+    big = mean_grad > np.quantile(mean_grad, 0.5)
+    ratio = 5 * se[enc][big] / mean_grad[big]
+    assert np.all(ratio < 1.0) and np.median(ratio) < 0.4, ratio
+
+
+def test_score_function_loss_is_the_elbo_and_baseline_reduces_variance():
+    model = VAE(5, 2, hidden=(4,), seed=23)
+    rng = np.random.default_rng(24)
+    x = make_data(rng, "bernoulli", 3, 5)
+    eps = model.sample_eps(rng, 3, 4)
+    for kl in ("analytic", "mc"):
+        assert score_function_grad(model, x, eps, kl=kl)[0] == pytest.approx(
+            model.loss(x, eps, kl=kl), rel=1e-12)
+    var = {}
+    for baseline in ("none", "leave-one-out"):
+        g = np.array([score_function_grad(model, x, model.sample_eps(rng, 3, 10),
+                                          baseline=baseline)[1].flat for _ in range(300)])
+        var[baseline] = g.var(0).mean()
+    assert var["leave-one-out"] < var["none"]
+
+
+# ---------------------------------------------------------------------------------------
+# Bad inputs
+# ---------------------------------------------------------------------------------------
+
+
+def test_bad_inputs_raise_clear_errors():
+    model = VAE(5, 2, hidden=(4,), seed=25)
+    rng = np.random.default_rng(26)
+    x = make_data(rng, "bernoulli", 3, 5)
+    eps = model.sample_eps(rng, 3, 2)
+    with pytest.raises(TypeError, match="dtype"):
+        iwae_loss_and_grad(model, x.astype(np.float32), eps)
+    with pytest.raises(ValueError, match="eps must have shape"):
+        iwae_loss_and_grad(model, x, eps[:, :2])
+    with pytest.raises(TypeError, match="model must be a minivae.VAE"):
+        iwae_loss_and_grad("model", x, eps)
+    with pytest.raises(ValueError, match="baseline must be one of"):
+        score_function_grad(model, x, eps, baseline="mean")
+    with pytest.raises(ValueError, match="kl must be one of"):
+        score_function_grad(model, x, eps, kl="closed")
+    with pytest.raises(ValueError, match="leave-one-out.*K >= 2"):
+        score_function_grad(model, x, eps[:1], baseline="leave-one-out")
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        model.log_likelihood(x, k=0)
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        model.log_likelihood(x, k=10.5)
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+        model.log_likelihood(x, k=10, chunk_size=0)
+    with pytest.raises(TypeError, match="rng must be a numpy.random.Generator"):
+        model.log_likelihood(x, k=10, rng=42)
+    with pytest.raises(ValueError, match="x must have shape"):
+        prior_sampling_log_likelihood(model, x[:, :3], 10, rng)
