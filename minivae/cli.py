@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from . import __version__
+from . import __version__, verify
 
 
 def _add_train(sub) -> None:
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"minivae {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub)
+    verify.add_parser(sub)
     return parser
 
 

@@ -230,6 +230,15 @@ class LinearGaussian:
         z = self._check_z(z)
         return self.log_lik(x, z) - 0.5 * np.sum(z * z + LOG_2PI, axis=-1)
 
+    def log_joint_grad_z(self, x, z) -> np.ndarray:
+        r""":math:`\nabla_z \log p(x, z) = A^\top\Sigma^{-1}(x - Az - b) - z`, shape of z.
+
+        The pathwise (reparameterized) gradient estimator pushes this through
+        :math:`z = \mu + \sigma\odot\epsilon`.
+        """
+        x, z = self._check_x(x), self._check_z(z)
+        return (x - z @ self.A.T - self.b) @ self.noise_precision @ self.A - z
+
     def log_marginal(self, x) -> np.ndarray | float:
         r"""Exact :math:`\log p(x) = \log N(x; b, AA^\top + \Sigma)` (Cholesky-based), nats.
 
