@@ -1,44 +1,259 @@
-"""Command line: ``python -m minivae COMMAND ...`` (also the ``minivae`` console script)."""
+"""Command line: ``python -m minivae COMMAND ...`` (also the ``minivae`` console script).
+
+Commands: ``train``, ``evaluate``, ``sample``, ``gradcheck``. Each command's
+logic lives in its module (:mod:`minivae.train`, :mod:`minivae.evaluate`,
+:mod:`minivae.diagnostics`); this file only parses options.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-import numpy as np
-
 from . import __version__, verify
+
+_TRAIN_HELP = """\
+Train a VAE and write a run directory: config.json, metrics.jsonl (one JSON line per
+epoch), checkpoints/latest.npz and checkpoints/best.npz (each with a readable .json
+beside it) and pictures/ (reconstructions beside their inputs, samples from the prior,
+the decoded manifold when --latent-dim is 2, learning curves if matplotlib is
+installed). Every loss is the negative ELBO in nats per datapoint (summed over data
+and latent dimensions, averaged over datapoints).
+
+Exit status: 0 done (or early-stopped); 3 a non-finite loss or gradient stopped the
+run (the last good checkpoint is kept); 130 interrupted by Ctrl-C (a checkpoint was
+saved at the step boundary; continue with --resume RUN_DIR)."""
 
 
 def _add_train(sub) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train a VAE",
-        description="Train a VAE on the built-in synthetic bars dataset (8x8 binary images) "
-        "and print the negative ELBO in nats per datapoint after each epoch.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--epochs", type=int, default=10, help="passes over the training set")
-    p.add_argument("--n-train", type=int, default=2000, help="number of synthetic images")
-    p.add_argument("--hidden", type=int, nargs="*", default=[64], help="hidden widths")
-    p.add_argument("--latent-dim", type=int, default=8, help="latent dimensions Z")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    p.add_argument("--batch-size", type=int, default=50, help="datapoints per step")
-    p.add_argument("--seed", type=int, default=0, help="seed for data, init and noise")
+    from .data import BINARIZE_MODES, DATASETS
+    from .likelihoods import LIKELIHOODS
+    from .train import OBJECTIVES, TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a VAE (default: digits, needs scikit-learn)",
+                       description=_TRAIN_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue the run in RUN_DIR from its latest checkpoint; its saved "
+                   "options are used, only --epochs and --patience may be given")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", choices=DATASETS, default=None,
+                   help=f"which data (default: {d.dataset}; digits needs scikit-learn, "
+                   "binarized-mnist and mnist read --data-dir)")
+    g.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="directory with the data files: binarized_mnist.npz or "
+                   "binarized_mnist_{train,valid,test}.amat, or the MNIST IDX files "
+                   "(default: none; binarized-mnist then uses $MINIVAE_DATA or "
+                   "~/.cache/minivae, downloading when online)")
+    g.add_argument("--data-seed", type=int, default=None, metavar="INT",
+                   help=f"seed of the data split, the synthetic data and the fixed "
+                   f"binarization of the validation/test splits (default: {d.data_seed})")
+    g.add_argument("--binarize", choices=BINARIZE_MODES, default=None,
+                   help="draw 0/1 data x ~ Bernoulli(grey level): once (static) or afresh "
+                   "each epoch (dynamic); auto = dynamic for grey-level data under the "
+                   f"Bernoulli likelihood, none otherwise (default: {d.binarize})")
+    g = p.add_argument_group("model")
+    g.add_argument("--hidden", type=int, nargs="*", default=None, metavar="WIDTH",
+                   help=f"encoder hidden-layer widths, units (default: "
+                   f"{' '.join(map(str, d.hidden))}; none = affine encoder)")
+    g.add_argument("--decoder-hidden", type=int, nargs="*", default=None, metavar="WIDTH",
+                   help="decoder hidden-layer widths, units (default: the encoder's, reversed)")
+    g.add_argument("--latent-dim", type=int, default=None, metavar="Z",
+                   help=f"latent dimensions (default: {d.latent_dim})")
+    g.add_argument("--likelihood", choices=sorted(LIKELIHOODS), default=None,
+                   help=f"decoder distribution p(x|z) (default: {d.likelihood})")
+    g.add_argument("--activation", default=None,
+                   choices=("relu", "leaky_relu", "tanh", "sigmoid", "softplus"),
+                   help=f"hidden-layer nonlinearity (default: {d.activation})")
+    g.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                   help=f"floating-point type of the model and data (default: {d.dtype})")
+    g = p.add_argument_group("objective")
+    g.add_argument("--objective", choices=OBJECTIVES, default=None,
+                   help=f"elbo, or iwae (the importance-weighted bound L_K of Burda et al.) "
+                   f"(default: {d.objective})")
+    g.add_argument("--k", type=int, default=None, metavar="K",
+                   help=f"samples of z per datapoint per step (default: {d.k})")
+    g.add_argument("--kl", choices=("analytic", "mc"), default=None,
+                   help=f"KL term in closed form or by Monte Carlo at the same samples "
+                   f"(default: {d.kl})")
+    g.add_argument("--beta", type=float, default=None,
+                   help=f"weight of the KL term in the training loss; reported -ELBO always "
+                   f"uses 1 (default: {d.beta:g})")
+    g.add_argument("--warmup-epochs", type=float, default=None, metavar="EPOCHS",
+                   help=f"raise the KL weight linearly from 0 to --beta over this many epochs "
+                   f"(default: {d.warmup_epochs:g} = no warm-up)")
+    g = p.add_argument_group("optimization")
+    g.add_argument("--optimizer", choices=("adam", "sgd"), default=None,
+                   help=f"optimizer (default: {d.optimizer})")
+    g.add_argument("--lr", type=float, default=None,
+                   help=f"learning rate (default: {d.lr:g})")
+    g.add_argument("--batch-size", type=int, default=None, metavar="B",
+                   help=f"datapoints per step (default: {d.batch_size})")
+    g.add_argument("--epochs", type=int, default=None,
+                   help=f"passes over the training set; with --resume, the new total "
+                   f"(default: {d.epochs})")
+    g.add_argument("--patience", type=int, default=None, metavar="EPOCHS",
+                   help="early stopping: stop after this many epochs without a lower "
+                   "validation -ELBO (default: none = never)")
+    g.add_argument("--seed", type=int, default=None,
+                   help=f"seed of the initialization, minibatch order, binarization and noise "
+                   f"(default: {d.seed})")
+    g = p.add_argument_group("output")
+    g.add_argument("--run-dir", default="runs/run", metavar="DIR",
+                   help="where config, metrics, checkpoints and pictures go; must not hold a "
+                   "run already (default: runs/run)")
+    g.add_argument("--no-pictures", action="store_true",
+                   help="do not write image grids and curves each epoch (default: write them)")
+    g.add_argument("--train-eval-size", type=int, default=None, metavar="N",
+                   help=f"training datapoints on which the end-of-epoch train -ELBO is "
+                   f"measured (default: {d.train_eval_size})")
     p.set_defaults(run=_run_train)
 
 
-def _run_train(args) -> int:
-    from .data import synthetic_bars
-    from .train import fit
-    from .vae import VAE
+_TRAIN_OPTIONS = ("dataset", "data_dir", "data_seed", "binarize", "hidden", "decoder_hidden",
+                  "latent_dim", "likelihood", "activation", "dtype", "objective", "k", "kl",
+                  "beta", "warmup_epochs", "optimizer", "lr", "batch_size", "epochs",
+                  "patience", "seed", "train_eval_size")
 
-    rng = np.random.default_rng(args.seed)
-    x = synthetic_bars(args.n_train, rng)
-    model = VAE(x.shape[1], args.latent_dim, hidden=tuple(args.hidden), seed=args.seed)
-    print(model)
-    fit(model, x, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+
+def _run_train(args) -> int:
+    from .train import TrainConfig, train
+
+    given = {name: getattr(args, name) for name in _TRAIN_OPTIONS
+             if getattr(args, name) is not None}
+    if args.no_pictures:
+        given["pictures"] = False
+    if args.resume:
+        fixed = sorted(set(given) - {"epochs", "patience"})
+        if fixed:
+            print(f"error: --resume continues a run with its saved options; "
+                  f"{', '.join('--' + f.replace('_', '-') for f in fixed)} cannot be changed "
+                  f"(only --epochs and --patience)", file=sys.stderr)
+            return 2
+        result = train(run_dir=args.resume, resume=True, overrides=given)
+    else:
+        result = train(TrainConfig(**given), args.run_dir)
+    return result.exit_code
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate", help="test negative ELBO and importance-sampled log-likelihood",
+        description="Evaluate a trained run: the negative ELBO (z sampled from q, beta = 1) "
+        "with its reconstruction and KL parts, and the importance-sampled log p(x) with k "
+        "samples per datapoint, both in nats per datapoint with standard errors. Writes "
+        "RUN_DIR/evaluation_SPLIT.json.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or a .npz checkpoint)")
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best",
+                   help="which checkpoint of the run (default: best)")
+    p.add_argument("--split", choices=("train", "valid", "test"), default="test",
+                   help="which split (default: test)")
+    p.add_argument("--k", type=int, default=1000,
+                   help="importance samples per datapoint for log p(x); 0 skips it "
+                   "(default: 1000)")
+    p.add_argument("--n", type=int, default=None,
+                   help="evaluate only the first N datapoints of the split (default: all)")
+    p.add_argument("--batch-size", type=int, default=100, metavar="B",
+                   help="datapoints per importance-sampling batch (default: 100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="read the data from DIR instead of the run's saved --data-dir "
+                   "(default: the run's)")
+    p.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    from .evaluate import evaluate_run
+
+    evaluate_run(args.run_dir, which=args.checkpoint, split=args.split, k=args.k, n=args.n,
+                 batch_size=args.batch_size, seed=args.seed, data_dir=args.data_dir)
     return 0
+
+
+def _add_sample(sub) -> None:
+    p = sub.add_parser("sample", help="write a grid of samples from a checkpoint",
+                       description="Draw z ~ N(0, I), decode, and write a PNG grid of the "
+                       "means of p(x|z) (or of draws x ~ p(x|z) with --binary).")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or a .npz checkpoint)")
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best",
+                   help="which checkpoint of the run (default: best)")
+    p.add_argument("--n", type=int, default=64, help="number of samples (default: 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of z (default: 0)")
+    p.add_argument("--binary", action="store_true",
+                   help="show a draw x ~ p(x|z) instead of its mean (default: the mean)")
+    p.add_argument("--out", default=None, metavar="FILE.png",
+                   help="output file (default: RUN_DIR/samples.png)")
+    p.set_defaults(run=_run_sample)
+
+
+def _run_sample(args) -> int:
+    from pathlib import Path
+
+    from .evaluate import sample_run
+
+    out = args.out
+    if out is None:
+        base = Path(args.run_dir)
+        out = (base.parent if base.suffix == ".npz" else base) / "samples.png"
+    sample_run(args.run_dir, out, which=args.checkpoint, n=args.n, seed=args.seed,
+               binary=args.binary)
+    return 0
+
+
+def _add_gradcheck(sub) -> None:
+    from .likelihoods import LIKELIHOODS
+
+    p = sub.add_parser(
+        "gradcheck", help="finite-difference check of a model's gradient",
+        description="Build a small float64 model, draw x and eps, and compare the analytic "
+        "gradient of the loss with fourth-order central differences along random "
+        "directions, for all parameters together and for each parameter block. Prints the "
+        "worst relative error per parameter; exits 1 if any exceeds --tol.")
+    p.add_argument("--input-dim", type=int, default=6, metavar="D",
+                   help="data dimensions (default: 6)")
+    p.add_argument("--latent-dim", type=int, default=3, metavar="Z",
+                   help="latent dimensions (default: 3)")
+    p.add_argument("--hidden", type=int, nargs="*", default=[5], metavar="WIDTH",
+                   help="encoder hidden widths, units (default: 5)")
+    p.add_argument("--decoder-hidden", type=int, nargs="*", default=None, metavar="WIDTH",
+                   help="decoder hidden widths (default: the encoder's, reversed)")
+    p.add_argument("--likelihood", choices=sorted(LIKELIHOODS), default="bernoulli",
+                   help="decoder distribution (default: bernoulli)")
+    p.add_argument("--activation", default="tanh",
+                   choices=("relu", "leaky_relu", "tanh", "sigmoid", "softplus"),
+                   help="nonlinearity (default: tanh)")
+    p.add_argument("--objective", choices=("elbo", "iwae"), default="elbo",
+                   help="loss to check (default: elbo)")
+    p.add_argument("--kl", choices=("analytic", "mc"), default="analytic",
+                   help="KL term for the ELBO (default: analytic)")
+    p.add_argument("--beta", type=float, default=1.0, help="KL weight (default: 1)")
+    p.add_argument("--batch", type=int, default=4, metavar="B",
+                   help="datapoints (default: 4)")
+    p.add_argument("--k", type=int, default=2, help="samples of z per datapoint (default: 2)")
+    p.add_argument("--directions", type=int, default=3,
+                   help="random directions per check (default: 3)")
+    p.add_argument("--tol", type=float, default=1e-6,
+                   help="largest acceptable relative error (default: 1e-6)")
+    p.add_argument("--seed", type=int, default=0, help="seed of model, x, eps (default: 0)")
+    p.set_defaults(run=_run_gradcheck)
+
+
+def _run_gradcheck(args) -> int:
+    from .diagnostics import gradcheck_configuration
+
+    errors = gradcheck_configuration(
+        input_dim=args.input_dim, latent_dim=args.latent_dim, hidden=args.hidden,
+        decoder_hidden=args.decoder_hidden, likelihood=args.likelihood,
+        activation=args.activation, batch=args.batch, k=args.k, kl=args.kl, beta=args.beta,
+        objective=args.objective, n_directions=args.directions, seed=args.seed)
+    width = max(map(len, errors))
+    print(f"worst relative error of the directional derivative (tolerance {args.tol:g}):")
+    for name, e in errors.items():
+        print(f"  {name:<{width}}  {e:.2e}  {'ok' if e <= args.tol else 'FAIL'}")
+    worst = max(errors.values())
+    print(f"{'passed' if worst <= args.tol else 'FAILED'}: worst {worst:.2e}")
+    return 0 if worst <= args.tol else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,13 +265,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"minivae {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub)
+    _add_evaluate(sub)
+    _add_sample(sub)
+    _add_gradcheck(sub)
     verify.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.run(args) or 0)
+    try:
+        return int(args.run(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
