@@ -281,12 +281,13 @@ def _find(directory: Path, stem: str) -> Path | None:
     return None
 
 
-def load_mnist(data_dir, n_valid: int = 10000) -> Dataset:
+def load_mnist(data_dir, n_valid: int | None = None) -> Dataset:
     """MNIST from the official IDX files in ``data_dir``, grey levels scaled to [0, 1].
 
     Needs ``train-images-idx3-ubyte`` and ``t10k-images-idx3-ubyte`` (each
     optionally ``.gz``). The last ``n_valid`` training images are the
-    validation split (the usual 50,000 / 10,000).
+    validation split: by default 10,000 (the usual 50,000 / 10,000), or a sixth
+    of a training file smaller than 20,000 images.
     """
     if data_dir is None:
         raise FileNotFoundError(
@@ -314,6 +315,8 @@ def load_mnist(data_dir, n_valid: int = 10000) -> Dataset:
                          f"{images['t10k'].shape[1:]}")
     tr = images["train"].reshape(len(images["train"]), -1) / 255.0
     te = images["t10k"].reshape(len(images["t10k"]), -1) / 255.0
+    if n_valid is None:
+        n_valid = 10000 if len(tr) > 20000 else max(1, len(tr) // 6)
     if not 0 < n_valid < len(tr):
         raise ValueError(f"n_valid must be in (0, {len(tr)}), got {n_valid}")
     return Dataset("mnist", tr[:-n_valid], tr[-n_valid:], te, (int(shape[0]), int(shape[1])),

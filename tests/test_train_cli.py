@@ -173,3 +173,19 @@ def test_png_writer_round_trip(tmp_path):
     np.testing.assert_array_equal(rows[:, 1:], img)
     grid = figures.image_grid(np.ones((3, 4)), (2, 2), ncols=2, pad=1)
     assert grid.shape == (7, 7) and grid[1, 1] == 255 and grid[0, 0] == 128
+
+
+def test_mnist_idx_with_dynamic_binarization_resumes_bit_exactly(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for name, n in (("train-images-idx3-ubyte", 60), ("t10k-images-idx3-ubyte", 12)):
+        a = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        header = bytes([0, 0, 8, 3]) + np.array(a.shape, dtype=">u4").tobytes()
+        (tmp_path / name).write_bytes(header + a.tobytes())
+    opts = ["--dataset", "mnist", "--data-dir", str(tmp_path), "--hidden", "8",
+            "--latent-dim", "2", "--batch-size", "20", "--no-pictures"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert cli.main(["train", *opts, "--epochs", "1", "--run-dir", str(a)]) == 0
+    assert "binarization: dynamic" in capsys.readouterr().out
+    assert cli.main(["train", "--resume", str(a), "--epochs", "2"]) == 0
+    assert cli.main(["train", *opts, "--epochs", "2", "--run-dir", str(b)]) == 0
+    np.testing.assert_array_equal(_params(a), _params(b))
