@@ -62,7 +62,7 @@ from .numerics import logsumexp
 def _as_float_array(value, name: str, ndim: tuple[int, ...]) -> np.ndarray:
     """``value`` as a finite float64 array with one of the allowed numbers of dimensions."""
     try:
-        arr = np.asarray(value, dtype=np.float64)
+        arr = np.array(value, dtype=np.float64)  # a copy: the cached quantities stay valid
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{name} must be an array of real numbers, got {type(value).__name__}") \
             from exc
