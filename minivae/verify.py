@@ -90,7 +90,8 @@ def format_details(results: list[IdentityResult]) -> str:
                    f"({d['steps']} ascent steps)")
     if 11 in by_number:
         d = by_number[11].details
-        out.append(f"#11 importance-weighted bounds ({d['reps']} repeats; closed-form ELBO "
+        out.append(f"#11 importance-weighted bounds ({d['reps']} repeats at the largest K, "
+                   f"the same number of z samples at every K; closed-form ELBO "
                    f"{d['closed_form_elbo']:.4f}, log p(x) {by_number[11].rhs:.4f})")
         out.append(f"    {'K':>6} {'L_K':>10} {'stderr':>8} {'log p(x) - L_K':>15}")
         for row in d["table"]:
