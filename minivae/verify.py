@@ -34,9 +34,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "seed prints the same numbers")
     p.add_argument("--json", action="store_true",
                    help="print the results as one JSON document instead of the table")
-    p.add_argument("--only", type=int, nargs="+", metavar="N", default=None,
-                   choices=sorted(IDENTITIES),
-                   help="check only these identity numbers (default: all)")
+    p.add_argument("--only", type=int, nargs="+", metavar="N", default=sorted(IDENTITIES),
+                   choices=sorted(IDENTITIES), help="the identity numbers to check")
     p.add_argument("--no-details", action="store_true",
                    help="print the table only, without the supporting tables below it")
     p.set_defaults(run=run)
