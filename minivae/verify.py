@@ -72,11 +72,12 @@ def format_details(results: list[IdentityResult]) -> str:
         d = by_number[6].details
         out.append(f"#6  log p(x) estimators, {d['reps']} repeats each "
                    f"(bias = mean - log p(x), nats; IS proposal {d['importance_q']})")
-        out.append(f"    {'M':>6} {'naive bias':>11} {'naive std':>10} {'IS bias':>10} "
-                   f"{'IS std':>9}")
+        out.append(f"    {'M':>6} {'naive bias':>11} {'(stderr)':>9} {'naive std':>10} "
+                   f"{'IS bias':>10} {'IS std':>9}")
         for row in d["table"]:
-            out.append(f"    {row['M']:>6} {row['naive_bias']:>+11.4f} {row['naive_std']:>10.4f} "
-                       f"{row['is_bias']:>+10.4f} {row['is_std']:>9.4f}")
+            out.append(f"    {row['M']:>6} {row['naive_bias']:>+11.4f} "
+                       f"{'(' + format(row['naive_bias_stderr'], '.4f') + ')':>9} "
+                       f"{row['naive_std']:>10.4f} {row['is_bias']:>+10.4f} {row['is_std']:>9.4f}")
     if 8 in by_number:
         d = by_number[8].details
         out.append(f"#8  for contrast, at the mean-field q the ELBO's gradient misses "
