@@ -109,18 +109,21 @@ def save_learning_curves(path, history: list[dict]) -> bool:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return False
     epochs = [h["epoch"] for h in history]
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, label in (("train_loss", "train"), ("valid_loss", "validation")):
         ax.plot(epochs, [h[key] for h in history], marker="o", ms=3, label=label)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("negative ELBO (nats per datapoint)")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
     fig.savefig(tmp, dpi=100)
     plt.close(fig)

@@ -70,7 +70,7 @@ class TrainConfig:
     optimizer: str = "adam"
     lr: float = 1e-3
     batch_size: int = 100
-    epochs: int = 30
+    epochs: int = 50
     seed: int = 0
     dtype: str = "float32"
     patience: int | None = None
@@ -154,29 +154,38 @@ def _fmt_time(seconds: float) -> str:
 
 
 class _Progress:
-    """A one-line progress display on a terminal (rate, ETA); silent when not a terminal."""
+    """Progress within an epoch (rate, ETA) on stderr.
+
+    On a terminal: one line redrawn every 0.25 s. Otherwise (a log file): a
+    line every 30 s, so long epochs still show signs of life.
+    """
 
     def __init__(self, stream, n_batches: int):
         self.stream, self.n = stream, n_batches
-        self.enabled = hasattr(stream, "isatty") and stream.isatty()
-        self.next_t = 0.0
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.interval = 0.25 if self.tty else 30.0
+        self.next_t = time.perf_counter() + self.interval
 
-    def update(self, epoch: int, i: int, t0: float, seen: int, loss: float) -> None:
+    def update(self, epoch: int, i: int, done_here: int, t0: float, seen: int,
+               loss: float) -> None:
+        """After batch ``i`` of the epoch; ``done_here`` batches and ``seen`` datapoints
+        were processed in this session since ``t0``."""
         now = time.perf_counter()
-        if not self.enabled or now < self.next_t:
+        if now < self.next_t:
             return
-        self.next_t = now + 0.25
+        self.next_t = now + self.interval
         rate = seen / max(now - t0, 1e-9)
-        eta = (now - t0) / max(i, 1) * (self.n - i)
+        eta = (now - t0) / max(done_here, 1) * (self.n - i)
         width = 24
-        done = int(width * i / self.n)
-        self.stream.write(f"\repoch {epoch} [{'#' * done}{'.' * (width - done)}] {i}/{self.n} "
-                          f"{rate:,.0f} datapoints/s  ETA {_fmt_time(eta)}  loss {loss:.2f} nats ")
+        bar = "#" * int(width * i / self.n)
+        text = (f"epoch {epoch} [{bar:.<{width}}] {i}/{self.n}  {rate:,.0f} datapoints/s  "
+                f"epoch ETA {_fmt_time(eta)}  loss {loss:.2f} nats")
+        self.stream.write(f"\r{text} " if self.tty else text + "\n")
         self.stream.flush()
 
     def clear(self) -> None:
-        if self.enabled:
-            self.stream.write("\r" + " " * 100 + "\r")
+        if self.tty:
+            self.stream.write("\r" + " " * 110 + "\r")
             self.stream.flush()
 
 
@@ -343,7 +352,7 @@ def train(config: TrainConfig | None = None, run_dir="runs/run", *, resume: bool
         return TrainResult("completed", epoch, step, run.path, history)
 
     progress = _Progress(err, n_batches)
-    curves_skipped_said = False
+    curves_skipped, next_curves_t = False, 0.0
     t_run = time.perf_counter()
     epochs_timed = 0
     status = "completed"
@@ -364,6 +373,7 @@ def train(config: TrainConfig | None = None, run_dir="runs/run", *, resume: bool
                 rng = rng_now
                 first, loss_sum, seen = position["batch"], position["loss_sum"], position["seen"]
                 position = None
+            seen_before = seen  # datapoints of this epoch processed before a resume
             # -- the steps
             for i in range(first, n_batches):
                 if interrupt.set:
@@ -399,7 +409,7 @@ def train(config: TrainConfig | None = None, run_dir="runs/run", *, resume: bool
                 step += 1
                 loss_sum += loss * len(xb)
                 seen += len(xb)
-                progress.update(this_epoch, i + 1, t0, seen, loss)
+                progress.update(this_epoch, i + 1, i + 1 - first, t0, seen - seen_before, loss)
                 if _step_hook is not None:
                     _step_hook(step)
             progress.clear()
@@ -431,7 +441,8 @@ def train(config: TrainConfig | None = None, run_dir="runs/run", *, resume: bool
                       "beta": beta, "train_loss": tr.loss, "train_recon": tr.recon,
                       "train_kl": tr.kl, "valid_loss": va.loss, "valid_recon": va.recon,
                       "valid_kl": va.kl, "valid_stderr": va.stderr, "active_units": au,
-                      "seconds": elapsed, "datapoints_per_second": seen / max(t_train, 1e-9)}
+                      "seconds": elapsed,
+                      "datapoints_per_second": (seen - seen_before) / max(t_train, 1e-9)}
             if exact_nll is not None:
                 record["valid_exact_nll"] = exact_nll
             history.append(record)
@@ -446,18 +457,25 @@ def train(config: TrainConfig | None = None, run_dir="runs/run", *, resume: bool
                      + f"  ETA {_fmt_time(eta)}" + ("  *" if improved else ""))
             say(line)
 
-            if config.pictures and image_shape is not None:
-                _pictures(run, model, data.valid[:32], sample_z, image_shape, epoch)
-                if not figures.save_learning_curves(run.pictures / "curves.png", history) \
-                        and not curves_skipped_said:
-                    err.write("learning curves skipped: matplotlib is not installed "
-                              "(pip install 'minivae[plots]'); image grids are still written\n")
-                    curves_skipped_said = True
+            stopping = config.patience is not None and bad_epochs >= config.patience
+            if config.pictures:
+                if image_shape is not None:
+                    _pictures(run, model, data.valid[:32], sample_z, image_shape, epoch)
+                elif epoch == 1:
+                    err.write(f"image grids skipped: the {config.dataset} data are not images\n")
+                # curves cost a fraction of a second: draw them every 30 s and at the end
+                last = epoch == config.epochs or stopping or interrupt.set
+                if (last or time.perf_counter() >= next_curves_t) and not curves_skipped:
+                    next_curves_t = time.perf_counter() + 30.0
+                    if not figures.save_learning_curves(run.pictures / "curves.png", history):
+                        err.write("learning curves skipped: matplotlib is not installed (pip "
+                                  "install 'minivae[plots]'); image grids are still written\n")
+                        curves_skipped = True
             checkpoint(run.latest)
             if improved:
                 checkpoint(run.best)
             run.write_metrics(history)
-            if config.patience is not None and bad_epochs >= config.patience:
+            if stopping:
                 say(f"early stopping: validation -ELBO has not improved for {bad_epochs} "
                     f"epochs (best {best:.3f} nats)")
                 status = "early-stopped"
