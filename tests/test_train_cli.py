@@ -189,3 +189,10 @@ def test_mnist_idx_with_dynamic_binarization_resumes_bit_exactly(tmp_path, capsy
     assert cli.main(["train", "--resume", str(a), "--epochs", "2"]) == 0
     assert cli.main(["train", *opts, "--epochs", "2", "--run-dir", str(b)]) == 0
     np.testing.assert_array_equal(_params(a), _params(b))
+
+
+def test_iwae_objective_with_k_samples(tmp_path, capsys):
+    r = train(_cfg(epochs=1, objective="iwae", k=3, pictures=False), tmp_path / "r")
+    assert r.status == "completed" and np.isfinite(r.history[0]["train_objective"])
+    with pytest.raises(ValueError, match="IWAE"):
+        train(_cfg(objective="iwae", beta=0.5), tmp_path / "s")
