@@ -387,3 +387,29 @@ def test_bad_inputs_raise_clear_errors():
         model.log_likelihood(x, k=10, rng=42)
     with pytest.raises(ValueError, match="x must have shape"):
         prior_sampling_log_likelihood(model, x[:, :3], 10, rng)
+
+
+# ---------------------------------------------------------------------------------------
+# The measurement script runs end to end (tiny settings)
+# ---------------------------------------------------------------------------------------
+
+
+def test_estimator_variance_script_runs(tmp_path, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "estimator_variance.py"
+    spec = importlib.util.spec_from_file_location("estimator_variance", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "v.json"
+    assert module.main(["--epochs", "1", "--n-train", "200", "--batch", "4", "--ks", "1", "2",
+                        "--replicates", "5", "--hidden", "8", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "nats^2" in text and "leave-one-out" in text
+    results = json.loads(out.read_text())["results"]
+    assert results["score fn (MC KL), leave-one-out baseline"]["1"] is None
+    assert results["reparam, closed-form KL"]["2"]["encoder W"] > 0
+    with pytest.raises(FileNotFoundError, match="binarized_mnist.npz"):
+        module.main(["--data-dir", str(tmp_path)])
