@@ -358,6 +358,63 @@ def test_score_function_mean_matches_reparameterized_gradient(kl, baseline):
     assert np.all(ratio < 1.0) and np.median(ratio) < 0.4, ratio
 
 
+def reference_baseline(f, kind):
+    """Baselines written out with loops, independently of the library's vectorized ones."""
+    K, B = f.shape
+    c = np.zeros_like(f)
+    for k in range(K):
+        for b in range(B):
+            if kind == "leave-one-out":
+                c[k, b] = np.mean([f[j, b] for j in range(K) if j != k])
+            elif kind == "batch-mean":
+                c[k, b] = np.mean([f[j, a] for j in range(K) for a in range(B) if (j, a) != (k, b)])
+    return c
+
+
+@pytest.mark.parametrize("kl", ["analytic", "mc"])
+@pytest.mark.parametrize("baseline", ["none", "batch-mean", "leave-one-out"])
+def test_score_function_is_the_gradient_of_its_surrogate(kl, baseline):
+    """Exact (not statistical) check of the score-function estimator, baseline included.
+
+    With the samples z_kb frozen (drawn once at the current parameters) and the
+    coefficients f - c frozen too, the estimator is the gradient of the surrogate
+
+        S = -1/(KB) sum_kb [(f - c)_kb log q_phi(z_kb|x_b) + log p_theta(x_b|z_kb)]
+            + (1/B) sum_b KL(q_phi(z|x_b) || p(z))                     (kl="analytic")
+        S = -1/(KB) sum_kb [(f - c)_kb log q_phi(z_kb|x_b) + log p_theta(x_b|z_kb)
+                            + log p(z_kb) - log q_phi(z_kb|x_b)]        (kl="mc")
+
+    whose last term is the direct term. Finite differences of S must match it to 1e-6.
+    """
+    from minivae.distributions import gaussian_log_prob, kl_diag_standard_normal
+
+    model = VAE(5, 2, hidden=(4,), activation="tanh", seed=27)
+    rng = np.random.default_rng(28)
+    x = make_data(rng, "bernoulli", 3, 5)
+    eps = rng.standard_normal((4, 3, 2))
+    mu, log_var, _ = model.encode(x)
+    z = mu + np.exp(0.5 * log_var) * eps  # frozen samples
+    log_px = model.log_px(x, model.decode(z)[0])
+    log_w = log_px - 0.5 * np.sum(z * z + np.log(2 * np.pi), -1) - gaussian_log_prob(z, mu, log_var)
+    f = log_px if kl == "analytic" else log_w
+    coef = f - reference_baseline(f, baseline)  # frozen
+    K, B = f.shape
+
+    def surrogate(m, x_, eps_):
+        mu_, log_var_, _ = m.encode(x_)
+        log_q = gaussian_log_prob(z, mu_, log_var_)
+        log_p = m.log_px(x_, m.decode(z)[0])
+        value = -np.sum(coef * log_q + log_p) / (K * B)
+        if kl == "analytic":
+            value += np.mean(kl_diag_standard_normal(mu_, log_var_))
+        else:
+            value -= np.sum(-0.5 * np.sum(z * z + np.log(2 * np.pi), -1) - log_q) / (K * B)
+        return float(value), score_function_grad(m, x_, eps_, kl=kl, baseline=baseline)[1]
+
+    errors = model_gradcheck(model, x, eps, rng=rng, objective=surrogate)
+    assert max(errors.values()) <= 1e-6, errors
+
+
 def test_score_function_loss_is_the_elbo_and_baseline_reduces_variance():
     model = VAE(5, 2, hidden=(4,), seed=23)
     rng = np.random.default_rng(24)
