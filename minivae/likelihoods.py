@@ -12,6 +12,12 @@ Each likelihood knows
   the gradients of its own extra parameters into ``grads``;
 * ``mean(out, params)``: the mean of p(x|z) (for pictures and samples);
 * ``sample(out, params, rng)``: a draw from p(x|z).
+
+A training step may instead call the pair ``log_prob_and_cache(x, out,
+params) -> (log_prob, cache)`` and ``log_prob_grad_from_cache(x, out, params,
+weight, grads, cache)``, which return the same numbers but let the gradient
+reuse what the log-density computed (the Bernoulli's softplus). By default
+(:class:`Likelihood`) the cache is empty and the gradient is computed afresh.
 """
 
 from __future__ import annotations
@@ -20,14 +26,28 @@ import numpy as np
 
 from .distributions import (
     bernoulli_log_prob,
+    bernoulli_log_prob_and_softplus,
     bernoulli_log_prob_grad,
+    bernoulli_log_prob_grad_from_softplus,
     gaussian_log_prob,
     gaussian_log_prob_grad,
 )
 from .layers import sigmoid
 
 
-class Bernoulli:
+class Likelihood:
+    """Default forward/backward pair: ``log_prob`` then ``log_prob_grad``, nothing shared."""
+
+    def log_prob_and_cache(self, x, out, params):
+        """``(log_prob(x, out, params), cache)`` for :meth:`log_prob_grad_from_cache`."""
+        return self.log_prob(x, out, params), None
+
+    def log_prob_grad_from_cache(self, x, out, params, weight, grads, cache):
+        """The same result as ``log_prob_grad(x, out, params, weight, grads)``."""
+        return self.log_prob_grad(x, out, params, weight, grads)
+
+
+class Bernoulli(Likelihood):
     """p(x|z) = prod_d Bernoulli(x_d; sigmoid(l_d)), the decoder emitting logits l."""
 
     name = "bernoulli"
@@ -45,7 +65,18 @@ class Bernoulli:
         return bernoulli_log_prob(x, out)
 
     def log_prob_grad(self, x, out, params, weight, grads):
-        return bernoulli_log_prob_grad(x, out) * weight[..., None]
+        d_out = bernoulli_log_prob_grad(x, out)
+        d_out *= weight[..., None]
+        return d_out
+
+    def log_prob_and_cache(self, x, out, params):
+        """log p(x|z) and softplus(logits), from which the gradient gets sigmoid(logits)."""
+        return bernoulli_log_prob_and_softplus(x, out)
+
+    def log_prob_grad_from_cache(self, x, out, params, weight, grads, cache):
+        d_out = bernoulli_log_prob_grad_from_softplus(x, out, cache)
+        d_out *= weight[..., None]
+        return d_out
 
     def mean(self, out, params):
         return sigmoid(out)
@@ -54,7 +85,7 @@ class Bernoulli:
         return (rng.random(out.shape) < sigmoid(out)).astype(out.dtype)
 
 
-class GaussianHeteroscedastic:
+class GaussianHeteroscedastic(Likelihood):
     """p(x|z) = N(x; m(z), diag(exp(v(z)))), both m and v emitted by the decoder.
 
     The decoder output has 2D columns: the first D are the mean, the last D
@@ -96,7 +127,7 @@ class GaussianHeteroscedastic:
         return mean + np.exp(0.5 * log_var) * noise
 
 
-class GaussianSharedVariance:
+class GaussianSharedVariance(Likelihood):
     """p(x|z) = N(x; m(z), diag(exp(v))) with one learned log-variance vector v.
 
     v is the parameter ``"decoder.log_var"`` of shape (D,), initialized to 0.
@@ -131,7 +162,7 @@ class GaussianSharedVariance:
         return out + np.exp(0.5 * params["decoder.log_var"]) * noise
 
 
-class GaussianFixedVariance:
+class GaussianFixedVariance(Likelihood):
     """p(x|z) = N(x; m(z), exp(v0) I) with a fixed, user-chosen log-variance v0."""
 
     name = "gaussian-fixed"

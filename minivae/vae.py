@@ -333,7 +333,8 @@ class VAE:
         mu, log_var, enc_cache = self.encode(x)
         z, sigma = reparameterize(mu, log_var, eps)
         out, dec_cache = self.decode(z)
-        log_px = self.log_px(x, out)  # (K, B)
+        # log p(x|z), shape (K, B); lik_cache keeps what its gradient can reuse
+        log_px, lik_cache = self.likelihood.log_prob_and_cache(x, out, self.params)
         kl_per_dim = kl_diag_standard_normal_per_dim(mu, log_var)  # (B, Z)
         if kl == "analytic":
             kl_term = np.sum(kl_per_dim, axis=1)
@@ -342,7 +343,7 @@ class VAE:
             log_q = gaussian_log_prob(z, mu, log_var)
             kl_term = np.mean(log_q - standard_normal_log_prob(z), axis=0)
         recon = -np.mean(log_px, axis=0)
-        cache = (mu, log_var, enc_cache, z, sigma, out, dec_cache)
+        cache = (mu, log_var, enc_cache, z, sigma, out, dec_cache, lik_cache)
         return recon, kl_term, kl_per_dim, cache
 
     def elbo_terms(self, x, eps, *, kl: str = "analytic", beta: float = 1.0) -> ELBOTerms:
@@ -386,13 +387,17 @@ class VAE:
         recon, kl_term, _, cache = self._forward(x, eps, kl)
         loss = float(np.mean(recon + beta * kl_term))
 
-        mu, log_var, enc_cache, z, sigma, out, dec_cache = cache
+        mu, log_var, enc_cache, z, sigma, out, dec_cache, lik_cache = cache
         K, B = eps.shape[0], eps.shape[1]
-        grads = self.new_grad()
+        # Every entry is written below (each layer's W and b by the MLP backward, the
+        # likelihood's own parameters by its gradient), so no zero fill is needed.
+        grads = ParamDict(self.param_specs, np.empty(self.n_params, dtype=self.dtype))
 
         # reconstruction: loss contains -(1/(K B)) sum_{k,b} log p(x_b | z_kb)
         weight = np.full((K, B), -1.0 / (K * B), dtype=self.dtype)
-        d_out = self.likelihood.log_prob_grad(x, out, self.params, weight, grads)
+        d_out = self.likelihood.log_prob_grad_from_cache(
+            x, out, self.params, weight, grads, lik_cache
+        )
         dz = self.decode_backward(d_out, dec_cache, grads)
 
         if kl == "mc":
