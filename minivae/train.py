@@ -394,14 +394,8 @@ def train(config: TrainConfig | None = None, run_dir="runs/run", *, resume: bool
                 loss, grads = objective(model, xb, eps, beta)
                 if not math.isfinite(loss) or not np.isfinite(grads.flat).all():
                     progress.clear()
-                    what = "loss" if not math.isfinite(loss) else "gradient"
-                    bad = [name for name, g in grads.items() if not np.isfinite(g).all()]
-                    err.write(
-                        f"stopped: non-finite {what} at step {step + 1} (epoch {this_epoch}, "
-                        f"batch {i + 1}/{n_batches}): loss = {loss}"
-                        + (f"; non-finite gradient in {', '.join(bad)}" if bad else "")
-                        + f". Try a smaller --lr (now {config.lr:g}). The last good checkpoint "
-                        f"is kept: {run.latest} (epoch {epoch})\n")
+                    err.write(_nonfinite_message(loss, grads, step + 1, this_epoch, i + 1,
+                                                 n_batches, config.lr, run.latest, epoch))
                     err.flush()
                     return TrainResult("non-finite", epoch, step, run.path, history,
                                        EXIT_NONFINITE)
@@ -446,16 +440,8 @@ def train(config: TrainConfig | None = None, run_dir="runs/run", *, resume: bool
             if exact_nll is not None:
                 record["valid_exact_nll"] = exact_nll
             history.append(record)
-            line = (f"epoch {epoch:3d}/{config.epochs}  train -ELBO {tr.loss:8.3f} "
-                    f"(recon {tr.recon:8.3f} + KL {tr.kl:7.3f})  valid -ELBO {va.loss:8.3f} "
-                    f"(recon {va.recon:8.3f} + KL {va.kl:7.3f}) nats")
-            if exact_nll is not None:
-                line += f"  [exact -log p(x) {exact_nll:.3f}]"
-            line += (f"  active units {au}/{config.latent_dim}"
-                     + (f"  beta {beta:.2f}" if warmup_steps or config.beta != 1 else "")
-                     + f"  {elapsed:.1f}s {record['datapoints_per_second']:,.0f}/s"
-                     + f"  ETA {_fmt_time(eta)}" + ("  *" if improved else ""))
-            say(line)
+            say(_epoch_line(record, config, show_beta=bool(warmup_steps) or config.beta != 1,
+                            eta=eta, improved=improved))
 
             stopping = config.patience is not None and bad_epochs >= config.patience
             if config.pictures:
@@ -469,7 +455,9 @@ def train(config: TrainConfig | None = None, run_dir="runs/run", *, resume: bool
                     next_curves_t = time.perf_counter() + 30.0
                     if not figures.save_learning_curves(run.pictures / "curves.png", history):
                         err.write("learning curves skipped: matplotlib is not installed (pip "
-                                  "install 'minivae[plots]'); image grids are still written\n")
+                                  "install 'minivae[plots]')"
+                                  + ("; image grids are still written\n" if image_shape else
+                                     "\n"))
                         curves_skipped = True
             checkpoint(run.latest)
             if improved:
@@ -488,6 +476,33 @@ def train(config: TrainConfig | None = None, run_dir="runs/run", *, resume: bool
     say(f"done: {epoch} epochs, {step} steps, {_fmt_time(time.perf_counter() - t_run)}; best "
         f"valid -ELBO {best:.3f} nats per datapoint; checkpoints in {run.checkpoints}")
     return TrainResult(status, epoch, step, run.path, history)
+
+
+def _epoch_line(r: dict, config: TrainConfig, *, show_beta: bool, eta: float,
+                improved: bool) -> str:
+    """The line printed after each epoch (nats per datapoint); ``*`` marks a new best."""
+    line = (f"epoch {r['epoch']:3d}/{config.epochs}  train -ELBO {r['train_loss']:8.3f} "
+            f"(recon {r['train_recon']:8.3f} + KL {r['train_kl']:7.3f})  valid -ELBO "
+            f"{r['valid_loss']:8.3f} (recon {r['valid_recon']:8.3f} + KL {r['valid_kl']:7.3f}) "
+            f"nats")
+    if "valid_exact_nll" in r:
+        line += f"  [exact -log p(x) {r['valid_exact_nll']:.3f}]"
+    line += f"  active units {r['active_units']}/{config.latent_dim}"
+    if show_beta:
+        line += f"  beta {r['beta']:.2f}"
+    line += (f"  {r['seconds']:.1f}s {r['datapoints_per_second']:,.0f}/s  ETA {_fmt_time(eta)}"
+             + ("  *" if improved else ""))
+    return line
+
+
+def _nonfinite_message(loss, grads, step, epoch, batch, n_batches, lr, latest, good_epoch):
+    what = "loss" if not math.isfinite(loss) else "gradient"
+    bad = [name for name, g in grads.items() if not np.isfinite(g).all()]
+    return (f"stopped: non-finite {what} at step {step} (epoch {epoch}, batch {batch}/"
+            f"{n_batches}): loss = {loss}"
+            + (f"; non-finite gradient in {', '.join(bad)}" if bad else "")
+            + f". Try a smaller --lr (now {lr:g}). The last good checkpoint is kept: {latest} "
+            f"(epoch {good_epoch})\n")
 
 
 def _pictures(run: RunDir, model: VAE, x: np.ndarray, z: np.ndarray, image_shape, epoch: int):
