@@ -196,3 +196,24 @@ def test_iwae_objective_with_k_samples(tmp_path, capsys):
     assert r.status == "completed" and np.isfinite(r.history[0]["train_objective"])
     with pytest.raises(ValueError, match="IWAE"):
         train(_cfg(objective="iwae", beta=0.5), tmp_path / "s")
+
+
+def test_ctrl_c_in_a_real_process_saves_and_exits_cleanly(tmp_path):
+    import subprocess
+    import sys
+
+    run = tmp_path / "r"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "minivae", "train", *TINY, "--epochs", "100000", "--no-pictures",
+         "--run-dir", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("epoch"):
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == EXIT_INTERRUPTED, err
+    assert "checkpoint saved" in out and "Traceback" not in err
+    assert load_checkpoint(run / "checkpoints" / "latest.npz").meta["step"] > 0
