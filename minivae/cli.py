@@ -100,9 +100,10 @@ def _add_train(sub) -> None:
                    help=f"seed of the initialization, minibatch order, binarization and noise "
                    f"(default: {d.seed})")
     g = p.add_argument_group("output")
-    g.add_argument("--run-dir", default="runs/run", metavar="DIR",
+    g.add_argument("--run-dir", default=None, metavar="DIR",
                    help="where config, metrics, checkpoints and pictures go; must not hold a "
-                   "run already (default: runs/run)")
+                   "run already (default: the first of runs/run-1, runs/run-2, ... that does "
+                   "not exist)")
     g.add_argument("--no-pictures", action="store_true",
                    help="do not write image grids and curves each epoch (default: write them)")
     g.add_argument("--train-eval-size", type=int, default=None, metavar="N",
@@ -118,7 +119,7 @@ _TRAIN_OPTIONS = ("dataset", "data_dir", "data_seed", "binarize", "hidden", "dec
 
 
 def _run_train(args) -> int:
-    from .train import TrainConfig, train
+    from .train import TrainConfig, next_run_dir, train
 
     given = {name: getattr(args, name) for name in _TRAIN_OPTIONS
              if getattr(args, name) is not None}
@@ -133,7 +134,8 @@ def _run_train(args) -> int:
             return 2
         result = train(run_dir=args.resume, resume=True, overrides=given)
     else:
-        result = train(TrainConfig(**given), args.run_dir)
+        run_dir = args.run_dir if args.run_dir is not None else next_run_dir("runs")
+        result = train(TrainConfig(**given), run_dir)
     return result.exit_code
 
 

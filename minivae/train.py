@@ -214,6 +214,14 @@ class _InterruptFlag:
             signal.signal(signal.SIGINT, self.previous)
 
 
+def next_run_dir(parent="runs", stem: str = "run") -> Path:
+    """The first of ``parent/stem-1``, ``parent/stem-2``, ... that does not exist yet."""
+    i = 1
+    while (Path(parent) / f"{stem}-{i}").exists():
+        i += 1
+    return Path(parent) / f"{stem}-{i}"
+
+
 def build_model(config: TrainConfig, input_dim: int) -> VAE:
     """The VAE a configuration describes."""
     return VAE(input_dim, config.latent_dim, hidden=tuple(config.hidden),
@@ -266,9 +274,11 @@ class RunDir:
 # ----------------------------------------------------------------------
 
 
-def train(config: TrainConfig | None = None, run_dir="runs/run", *, resume: bool = False,
+def train(config: TrainConfig | None = None, run_dir=None, *, resume: bool = False,
           overrides: dict | None = None, out=None, err=None, _step_hook=None) -> TrainResult:
     """Train (or, with ``resume=True``, continue) the run in ``run_dir``.
+
+    A new run without ``run_dir`` goes to :func:`next_run_dir` (``runs/run-N``).
 
     ``overrides`` (resume only) may change ``epochs`` and ``patience``. Epoch
     lines go to ``out`` (stdout), the progress display and warnings to ``err``
@@ -280,6 +290,10 @@ def train(config: TrainConfig | None = None, run_dir="runs/run", *, resume: bool
     def say(msg):
         print(msg, file=out, flush=True)
 
+    if run_dir is None:
+        if resume:
+            raise ValueError("resume=True needs the run_dir of the run to continue")
+        run_dir = next_run_dir()
     run = RunDir(run_dir)
     ckpt = None
     if resume:

@@ -217,3 +217,11 @@ def test_ctrl_c_in_a_real_process_saves_and_exits_cleanly(tmp_path):
     assert proc.returncode == EXIT_INTERRUPTED, err
     assert "checkpoint saved" in out and "Traceback" not in err
     assert load_checkpoint(run / "checkpoints" / "latest.npz").meta["step"] > 0
+
+
+def test_default_run_dirs_are_numbered_so_the_command_can_be_repeated(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        assert cli.main(["train", *TINY, "--epochs", "1", "--no-pictures"]) == 0
+    assert (tmp_path / "runs" / "run-1" / "checkpoints" / "latest.npz").exists()
+    assert (tmp_path / "runs" / "run-2" / "checkpoints" / "latest.npz").exists()
