@@ -102,9 +102,11 @@ class Adam:
         t = self.step_count
         b1, b2 = self.beta1, self.beta2
         m, v, buf = self.m, self.v, self._buf
-        # m <- b1 m + (1 - b1) g ; v <- b2 v + (1 - b2) g^2, all in place
+        # m <- b1 m + (1 - b1) g ; v <- b2 v + (1 - b2) g^2, all in place: no temporary
+        # arrays (a fresh parameter-sized temporary costs page faults on every step)
         m *= b1
-        m += (1 - b1) * grad
+        np.multiply(grad, 1 - b1, out=buf)
+        m += buf
         v *= b2
         np.multiply(grad, grad, out=buf)
         buf *= 1 - b2

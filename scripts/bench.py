@@ -166,6 +166,7 @@ def minivae_runner(case, dtype, train, test, is_k):
         return None, model
     xs = [b.astype(dtype) for b in batches_of(train, B)]
     opt = Adam(lr=1e-3)
+    grad_buffer = model.new_grad()  # reused by every step (loss_and_grad's out=)
     state = {"i": 0}
 
     def run():
@@ -173,7 +174,7 @@ def minivae_runner(case, dtype, train, test, is_k):
         state["i"] += 1
         eps = model.sample_eps(rng, B, K)
         if kind == "elbo":
-            _, grads = model.loss_and_grad(x, eps)
+            _, grads = model.loss_and_grad(x, eps, out=grad_buffer)
         else:
             _, grads = _objectives.iwae_loss_and_grad(model, x, eps)
         opt.step(model.flat, grads.flat)

@@ -107,10 +107,11 @@ def train_epoch(model, opt, x_train, batch, k, rng) -> float:
     """One pass over ``x_train`` in a random order; the mean training loss."""
     order = rng.permutation(len(x_train))
     total = 0.0
+    grad_buffer = model.new_grad()  # one gradient buffer, overwritten by every step
     for s in range(0, len(order), batch):
         xb = x_train[order[s:s + batch]]
         if k == 1:
-            loss, grads = model.loss_and_grad_sampled(xb, rng)
+            loss, grads = model.loss_and_grad_sampled(xb, rng, out=grad_buffer)
         else:
             loss, grads = iwae_loss_and_grad(model, xb, model.sample_eps(rng, len(xb), k))
         if not np.isfinite(loss):
