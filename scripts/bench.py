@@ -33,8 +33,8 @@ that is matrix multiplication. ``adam`` is the time of minivae's optimizer step
 alone. The rest of a step is elementwise work and Python overhead.
 
 Memory: each case is rerun in a fresh subprocess (a few steps) and the peak
-resident set size of that process is reported (``resource.getrusage`` maxrss,
-which includes the interpreter, NumPy/torch libraries and the data batch:
+resident set size of that process is reported (Linux ``VmHWM``, which
+includes the interpreter, NumPy/torch libraries and the data batch:
 ``rss``), together with how much it grew during the steps over the set-up
 (``+rss``). For minivae the peak of NumPy's own allocations during one step is
 also reported, from ``tracemalloc`` (``np peak``).
@@ -346,9 +346,21 @@ def compare(fns, repeats, block_seconds):
 
 
 def maxrss_mb():
+    """Peak resident set size of this process so far, in MiB.
+
+    Linux's VmHWM (the high-water mark of this address space, which starts
+    afresh at exec) rather than getrusage's ru_maxrss, which a subprocess
+    inherits from the parent it was forked from (here: one with torch loaded).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     import resource
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
-    return kb / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
 def memory_child(case, impl, dtype_name, args):

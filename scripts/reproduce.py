@@ -77,6 +77,14 @@ def parse_args(argv=None):
 
 
 def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB (Linux VmHWM; else ru_maxrss)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
