@@ -117,7 +117,9 @@ def bernoulli_log_prob_elementwise(x, logits):
     Equal to :math:`x\log\sigma(l) + (1-x)\log(1-\sigma(l))` but computed from
     logits with a stable softplus: no clipping, no epsilon inside a log.
     """
-    return x * logits - softplus(logits)
+    log_p = x * logits
+    log_p -= softplus(logits)
+    return log_p
 
 
 def bernoulli_log_prob(x, logits):

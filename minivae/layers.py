@@ -68,9 +68,14 @@ def softplus(x: Array) -> Array:
     r"""Stable :math:`\log(1 + e^x) = \max(x, 0) + \log(1 + e^{-|x|})`.
 
     Never overflows (the exponent is always <= 0) and keeps full relative
-    precision for very negative ``x`` through ``log1p``.
+    precision for very negative ``x`` through ``log1p``. The intermediate
+    array is reused in place (``out=``) so a (K, B, D) input costs two
+    temporaries, not five.
     """
-    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+    t = np.exp(-np.abs(x))  # e^{-|x|}, in (0, 1]
+    t = np.log1p(t, out=t if isinstance(t, np.ndarray) else None)
+    t += np.maximum(x, 0)
+    return t
 
 
 def sigmoid(x: Array) -> Array:
@@ -86,7 +91,8 @@ def sigmoid(x: Array) -> Array:
     """
     with np.errstate(over="ignore"):
         e = np.exp(-x)
-    return 1 / (1 + e)
+    e += 1  # in place for arrays, as below
+    return np.reciprocal(e, out=e if isinstance(e, np.ndarray) else None)
 
 
 # --------------------------------------------------------------------------
