@@ -49,6 +49,7 @@ This is a script, not a test: ``python scripts/bench.py --data-dir DIR --json ou
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
@@ -166,7 +167,10 @@ def minivae_runner(case, dtype, train, test, is_k):
         return None, model
     xs = [b.astype(dtype) for b in batches_of(train, B)]
     opt = Adam(lr=1e-3)
-    grad_buffer = model.new_grad()  # reused by every step (loss_and_grad's out=)
+    # one gradient buffer reused by every step (loss_and_grad's out=, when this version
+    # of minivae has it: the script also times older versions for before/after numbers)
+    reuse = {"out": model.new_grad()} \
+        if "out" in inspect.signature(model.loss_and_grad).parameters else {}
     state = {"i": 0}
 
     def run():
@@ -174,7 +178,7 @@ def minivae_runner(case, dtype, train, test, is_k):
         state["i"] += 1
         eps = model.sample_eps(rng, B, K)
         if kind == "elbo":
-            _, grads = model.loss_and_grad(x, eps, out=grad_buffer)
+            _, grads = model.loss_and_grad(x, eps, **reuse)
         else:
             _, grads = _objectives.iwae_loss_and_grad(model, x, eps)
         opt.step(model.flat, grads.flat)
