@@ -40,6 +40,7 @@ from .distributions import (
     reparameterize,
     standard_normal_log_prob,
 )
+from .numerics import logmeanexp
 from .params import ParamDict
 from .vae import VAE
 
@@ -94,11 +95,6 @@ def _softmax_over_k(log_w: np.ndarray) -> np.ndarray:
     return w / np.sum(w, axis=0, keepdims=True)
 
 
-def _logmeanexp_k(log_w: np.ndarray) -> np.ndarray:
-    m = np.max(log_w, axis=0)
-    return m + np.log(np.mean(np.exp(log_w - m), axis=0))
-
-
 def iwae_loss_and_grad(model: VAE, x: np.ndarray, eps: np.ndarray) -> tuple[float, ParamDict]:
     r"""Negative importance-weighted bound and its exact gradient, in nats per datapoint.
 
@@ -126,7 +122,7 @@ def iwae_loss_and_grad(model: VAE, x: np.ndarray, eps: np.ndarray) -> tuple[floa
     log_w, cache = _forward(model, x, eps)
     mu, log_var, enc_cache, z, sigma, out, dec_cache = cache
     K, B = log_w.shape
-    loss = float(-np.mean(_logmeanexp_k(log_w)))
+    loss = float(-np.mean(logmeanexp(log_w, axis=0)))
 
     # dloss/dlog w_kb = -wtilde_kb / B. Everything below multiplies this upstream
     # gradient into the three terms of log w.
@@ -165,7 +161,7 @@ def iwae_loss_and_grad(model: VAE, x: np.ndarray, eps: np.ndarray) -> tuple[floa
 
 def iwae_loss(model: VAE, x: np.ndarray, eps: np.ndarray) -> float:
     """The negative bound of :func:`iwae_loss_and_grad`, without the gradient (nats/datapoint)."""
-    return float(-np.mean(_logmeanexp_k(log_importance_weights(model, x, eps))))
+    return float(-np.mean(logmeanexp(log_importance_weights(model, x, eps), axis=0)))
 
 
 def iwae_elbo_identity_gap(model: VAE, x: np.ndarray, eps: np.ndarray) -> float:
