@@ -72,7 +72,11 @@ def parse_args(argv=None):
                    help="(--burda) stop (after a whole epoch, checkpointed) once this much "
                         "wall time has passed in this invocation")
     p.add_argument("--eval-is-n", type=int, default=1000,
-                   help="(--burda) test points for the IS estimate along the curve")
+                   help="(--burda) test points for the IS estimate along the curve (the first n)")
+    p.add_argument("--final-eval", action="store_true",
+                   help="(--burda) when this invocation stops, evaluate the test -ELBO and the "
+                        "IS log-likelihood on the whole test set (or --is-n points); with "
+                        "--max-minutes 0 this only evaluates the checkpoint")
     return p.parse_args(argv)
 
 
@@ -239,6 +243,8 @@ def run_burda(args):
           f"lr 1e-3*10^(-i/7) for 3^i epochs, i=0..7")
     print(f"{'epoch':>5} {'stage':>5} {'lr':>9} {'train loss':>10} {'test -ELBO':>10} "
           f"{'test IS LL':>10} {'train min':>9}")
+    print(f"(test -ELBO over all {len(x_test)} test points; test IS LL = log p(x) by importance "
+          f"sampling, k={args.is_k}, over the first {min(args.eval_is_n, len(x_test))})")
     for row in curve:
         print_curve_row(row)
     start = time.perf_counter()
@@ -271,9 +277,23 @@ def run_burda(args):
         with open(curve_path + ".tmp", "w") as f:
             json.dump({"config": config, "curve": curve}, f, indent=1)
         os.replace(curve_path + ".tmp", curve_path)
-    return {"experiment": f"Burda et al. 784-200-200-50 tanh, {what}", "config": config,
-            "epochs_done": done, "curve": curve, "train_seconds": train_seconds,
-            "peak_rss_mb": peak_rss_mb(), "data": source}
+    result = {"experiment": f"Burda et al. 784-200-200-50 tanh, {what}", "config": config,
+              "epochs_done": done, "curve": curve, "train_seconds": train_seconds, "data": source}
+    if args.final_eval:
+        # a generator of its own, so evaluating does not change the training stream
+        final_rng = np.random.default_rng(args.seed + 2)
+        x_is = x_test if args.is_n is None else x_test[:args.is_n]
+        t = time.perf_counter()
+        neg_elbo = test_neg_elbo(model, x_is, final_rng)
+        ll, ll_se = test_is_ll(model, x_is, args.is_k, final_rng)
+        result["final_eval"] = {"epoch": done, "n": len(x_is), "is_k": args.is_k,
+                                "test_neg_elbo": neg_elbo, "test_is_ll": ll,
+                                "test_is_ll_stderr": ll_se,
+                                "seconds": time.perf_counter() - t}
+        print(f"epoch {done}, {len(x_is)} test points: test -ELBO {neg_elbo:.3f} nats, "
+              f"IS log p(x) (k={args.is_k}) {ll:.3f} +- {ll_se:.3f} nats")
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
 
 
 def print_curve_row(row):
