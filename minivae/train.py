@@ -279,17 +279,12 @@ def train(config: TrainConfig | None = None, run_dir=None, *, resume: bool = Fal
     """Train (or, with ``resume=True``, continue) the run in ``run_dir``.
 
     A new run without ``run_dir`` goes to :func:`next_run_dir` (``runs/run-N``).
-
     ``overrides`` (resume only) may change ``epochs`` and ``patience``. Epoch
     lines go to ``out`` (stdout), the progress display and warnings to ``err``
     (stderr). ``_step_hook(step)``, for tests, is called after every step.
     """
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
-
-    def say(msg):
-        print(msg, file=out, flush=True)
-
     if run_dir is None:
         if resume:
             raise ValueError("resume=True needs the run_dir of the run to continue")
@@ -311,185 +306,234 @@ def train(config: TrainConfig | None = None, run_dir=None, *, resume: bool = Fal
                                   f"--resume {run.path} or choose another --run-dir")
     config.validate()
 
-    data = load_data(config, print_fn=say)
-    image_shape = data.dataset.image_shape
-    model = build_model(config, data.train.shape[1])
-    optimizer = make_optimizer(config.optimizer, config.lr)
-    objective = _objective(config)
-    rng = np.random.default_rng([config.seed, 1])  # minibatches, binarization, eps
-    n, bs = len(data.train), config.batch_size
-    n_batches = -(-n // bs)
-    warmup_steps = config.warmup_epochs * n_batches
-    train_eval_x = data.train[:config.train_eval_size]
-    if data.dynamic:  # evaluate the training subset at one fixed binarization
-        train_eval_x = binarize(train_eval_x, np.random.default_rng([config.data_seed, 8]))
-    sample_z = np.random.default_rng([config.seed, 2]).standard_normal(
-        (64, config.latent_dim)).astype(model.dtype)
-    exact_nll = None
-    if data.dataset.exact_log_prob is not None:
-        exact_nll = -float(np.mean(data.dataset.exact_log_prob(data.valid)))
-
-    epoch, step, history, best, bad_epochs = 0, 0, [], math.inf, 0
-    position = None  # where an interrupted epoch stopped
-    if ckpt is not None:
-        check_architecture(ckpt, model)
-        model.set_flat(ckpt.params)
-        optimizer.load_state_dict(ckpt.optimizer_state)
-        rng = ckpt.rngs["train"]
-        m = ckpt.meta
-        epoch, step, history, best, bad_epochs = (m["epoch"], m["step"], m["history"],
-                                                  m["best"], m["bad_epochs"])
-        position = m.get("position")
-        say(f"resuming {run.path} at epoch {epoch}" + (
-            f", batch {position['batch']}/{n_batches}" if position else "") + f", step {step}")
-    else:
-        for d in (run.path, run.checkpoints):
-            d.mkdir(parents=True, exist_ok=True)
-        _write_text(run.config, json.dumps(asdict(config), indent=1) + "\n")
-
-    def checkpoint(path, extra=None, rngs=None):
-        meta = {"train_config": asdict(config), "model_config": model.config(),
-                "param_specs": param_specs_json(model), "epoch": epoch, "step": step,
-                "history": history, "best": best, "bad_epochs": bad_epochs,
-                "dataset": data.dataset.description, "binarize": data.binarize}
-        meta.update(extra or {})
-        save_checkpoint(path, model.flat, optimizer.state_dict(), {"train": rng, **(rngs or {})},
-                        meta)
-
-    say(f"{model!r}\ndata: {data.dataset.description}; {n} train / {len(data.valid)} valid / "
-        f"{len(data.test)} test; binarization: {data.binarize}\nrun directory: {run.path}")
-    if ckpt is None:
-        checkpoint(run.latest)  # epoch 0: a good checkpoint exists before the first step
-    if epoch >= config.epochs:
-        say(f"the run has already reached epoch {epoch}; pass --epochs N with N > {epoch} "
-            f"to train further")
-        return TrainResult("completed", epoch, step, run.path, history)
-
-    progress = _Progress(err, n_batches)
-    curves_skipped, next_curves_t = False, 0.0
-    t_run = time.perf_counter()
-    epochs_timed = 0
+    session = _Session(config, run, ckpt, out, err)
+    if session.epoch >= config.epochs:
+        session.say(f"the run has already reached epoch {session.epoch}; pass --epochs N "
+                    f"with N > {session.epoch} to train further")
+        return session.result("completed")
     status = "completed"
     with _InterruptFlag(err) as interrupt:
-        while epoch < config.epochs:
-            this_epoch = epoch + 1
-            t0 = time.perf_counter()
-            # -- the epoch's draws: order and (dynamic) binarization, replayable on resume
-            if position is not None:
-                rng_epoch_start = rng_from_array(np.array(position["epoch_rng"], np.uint64))
-                rng_now = rng
-                rng = rng_epoch_start
-            epoch_rng_state = rng_to_array(rng).tolist()
-            order = rng.permutation(n)
-            x_epoch = binarize(data.train, rng) if data.dynamic else data.train
-            first, loss_sum, seen, beta = 0, 0.0, 0, config.beta
-            if position is not None:
-                rng = rng_now
-                first, loss_sum, seen = position["batch"], position["loss_sum"], position["seen"]
-                position = None
-            seen_before = seen  # datapoints of this epoch processed before a resume
-            # -- the steps
-            for i in range(first, n_batches):
-                if interrupt.set:
-                    progress.clear()
-                    checkpoint(run.latest, {"position": {
-                        "batch": i, "loss_sum": loss_sum, "seen": seen,
-                        "epoch_rng": epoch_rng_state}})
-                    say(f"interrupted at step {step} (epoch {this_epoch}, batch {i}/"
-                        f"{n_batches}); checkpoint saved: {run.latest}\n"
-                        f"continue with: python -m minivae train --resume {run.path}")
-                    return TrainResult("interrupted", epoch, step, run.path, history,
-                                       EXIT_INTERRUPTED)
-                xb = x_epoch[order[i * bs:(i + 1) * bs]]
-                beta = config.beta * min(1.0, step / warmup_steps) if warmup_steps \
-                    else config.beta
-                eps = rng.standard_normal((config.k, len(xb), config.latent_dim),
-                                          dtype=model.dtype)
-                loss, grads = objective(model, xb, eps, beta)
-                if not math.isfinite(loss) or not np.isfinite(grads.flat).all():
-                    progress.clear()
-                    err.write(_nonfinite_message(loss, grads, step + 1, this_epoch, i + 1,
-                                                 n_batches, config.lr, run.latest, epoch))
-                    err.flush()
-                    return TrainResult("non-finite", epoch, step, run.path, history,
-                                       EXIT_NONFINITE)
-                optimizer.step(model.flat, grads.flat)
-                step += 1
-                loss_sum += loss * len(xb)
-                seen += len(xb)
-                progress.update(this_epoch, i + 1, i + 1 - first, t0, seen - seen_before, loss)
-                if _step_hook is not None:
-                    _step_hook(step)
-            progress.clear()
-            epoch = this_epoch
-            t_train = time.perf_counter() - t0
-
-            # -- end of epoch: evaluation, metrics, pictures, checkpoints
-            if not np.isfinite(model.flat).all():
-                err.write(f"stopped: non-finite parameters after step {step} (epoch {epoch}); "
-                          f"the last good checkpoint is kept: {run.latest}\n")
-                return TrainResult("non-finite", epoch, step, run.path, history, EXIT_NONFINITE)
-            eval_rng = np.random.default_rng([config.seed, 3, epoch])
-            tr = evaluate_elbo(model, train_eval_x, eval_rng)
-            va = evaluate_elbo(model, data.valid, eval_rng)
-            au = active_units(latent_means(model, data.valid))
-            if not (math.isfinite(tr.loss) and math.isfinite(va.loss)):
-                err.write(f"stopped: non-finite evaluation after epoch {epoch} (step {step}); "
-                          f"the last good checkpoint is kept: {run.latest}\n")
-                return TrainResult("non-finite", epoch, step, run.path, history, EXIT_NONFINITE)
-            improved = va.loss < best
-            if improved:
-                best, bad_epochs = va.loss, 0
-            else:
-                bad_epochs += 1
-            elapsed = time.perf_counter() - t0
-            epochs_timed += 1
-            eta = (time.perf_counter() - t_run) / epochs_timed * (config.epochs - epoch)
-            record = {"epoch": epoch, "step": step, "train_objective": loss_sum / max(seen, 1),
-                      "beta": beta, "train_loss": tr.loss, "train_recon": tr.recon,
-                      "train_kl": tr.kl, "valid_loss": va.loss, "valid_recon": va.recon,
-                      "valid_kl": va.kl, "valid_stderr": va.stderr, "active_units": au,
-                      "seconds": elapsed,
-                      "datapoints_per_second": (seen - seen_before) / max(t_train, 1e-9)}
-            if exact_nll is not None:
-                record["valid_exact_nll"] = exact_nll
-            history.append(record)
-            say(_epoch_line(record, config, show_beta=bool(warmup_steps) or config.beta != 1,
-                            eta=eta, improved=improved))
-
-            stopping = config.patience is not None and bad_epochs >= config.patience
-            if config.pictures:
-                if image_shape is not None:
-                    _pictures(run, model, data.valid[:32], sample_z, image_shape, epoch)
-                elif epoch == 1:
-                    err.write(f"image grids skipped: the {config.dataset} data are not images\n")
-                # curves cost a fraction of a second: draw them every 30 s and at the end
-                last = epoch == config.epochs or stopping or interrupt.set
-                if (last or time.perf_counter() >= next_curves_t) and not curves_skipped:
-                    next_curves_t = time.perf_counter() + 30.0
-                    if not figures.save_learning_curves(run.pictures / "curves.png", history):
-                        err.write("learning curves skipped: matplotlib is not installed (pip "
-                                  "install 'minivae[plots]')"
-                                  + ("; image grids are still written\n" if image_shape else
-                                     "\n"))
-                        curves_skipped = True
-            checkpoint(run.latest)
-            if improved:
-                checkpoint(run.best)
-            run.write_metrics(history)
-            if stopping:
-                say(f"early stopping: validation -ELBO has not improved for {bad_epochs} "
-                    f"epochs (best {best:.3f} nats)")
-                status = "early-stopped"
+        while session.epoch < config.epochs:
+            status = (session.train_epoch(interrupt, _step_hook)
+                      or session.end_epoch(interrupt) or "completed")
+            if status != "completed":
                 break
+    return session.finish(status)
+
+
+class _Session:
+    """One sitting of a run: its data, model, optimizer and random stream, and where it is.
+
+    :meth:`train_epoch` is the training loop proper; :meth:`end_epoch` measures,
+    draws, and checkpoints. A run resumed from a checkpoint continues in a new
+    session exactly where the old one stopped.
+    """
+
+    def __init__(self, config: TrainConfig, run: RunDir, ckpt, out, err):
+        self.config, self.run, self.out, self.err = config, run, out, err
+        self.data = load_data(config, print_fn=self.say)
+        self.image_shape = self.data.dataset.image_shape
+        self.model = build_model(config, self.data.train.shape[1])
+        self.optimizer = make_optimizer(config.optimizer, config.lr)
+        self.objective = _objective(config)
+        self.rng = np.random.default_rng([config.seed, 1])  # minibatches, binarization, eps
+        self.n_batches = -(-len(self.data.train) // config.batch_size)
+        self.warmup_steps = config.warmup_epochs * self.n_batches
+        self.train_eval_x = self.data.train[:config.train_eval_size]
+        if self.data.dynamic:  # evaluate the training subset at one fixed binarization
+            self.train_eval_x = binarize(self.train_eval_x,
+                                         np.random.default_rng([config.data_seed, 8]))
+        self.sample_z = np.random.default_rng([config.seed, 2]).standard_normal(
+            (64, config.latent_dim)).astype(self.model.dtype)
+        self.exact_nll = None
+        if self.data.dataset.exact_log_prob is not None:
+            self.exact_nll = -float(np.mean(self.data.dataset.exact_log_prob(self.data.valid)))
+
+        self.epoch, self.step, self.history, self.best, self.bad_epochs = 0, 0, [], math.inf, 0
+        self.position = None  # where an interrupted epoch stopped
+        if ckpt is not None:
+            self._restore(ckpt)
+        else:
+            for d in (run.path, run.checkpoints):
+                d.mkdir(parents=True, exist_ok=True)
+            _write_text(run.config, json.dumps(asdict(config), indent=1) + "\n")
+        self.say(f"{self.model!r}\ndata: {self.data.dataset.description}; "
+                 f"{len(self.data.train)} train / {len(self.data.valid)} valid / "
+                 f"{len(self.data.test)} test; binarization: {self.data.binarize}\n"
+                 f"run directory: {run.path}")
+        if ckpt is None:
+            self.checkpoint(run.latest)  # epoch 0: a good checkpoint exists before the first step
+        self.progress = _Progress(err, self.n_batches)
+        self.curves_skipped, self.next_curves_t = False, 0.0
+        self.t_start, self.epochs_timed = time.perf_counter(), 0
+
+    def say(self, msg: str) -> None:
+        print(msg, file=self.out, flush=True)
+
+    def _restore(self, ckpt) -> None:
+        check_architecture(ckpt, self.model)
+        self.model.set_flat(ckpt.params)
+        self.optimizer.load_state_dict(ckpt.optimizer_state)
+        self.rng = ckpt.rngs["train"]
+        m = ckpt.meta
+        self.epoch, self.step, self.history = m["epoch"], m["step"], m["history"]
+        self.best, self.bad_epochs, self.position = m["best"], m["bad_epochs"], m.get("position")
+        self.say(f"resuming {self.run.path} at epoch {self.epoch}"
+                 + (f", batch {self.position['batch']}/{self.n_batches}" if self.position
+                    else "") + f", step {self.step}")
+
+    def checkpoint(self, path, extra: dict | None = None) -> None:
+        meta = {"train_config": asdict(self.config), "model_config": self.model.config(),
+                "param_specs": param_specs_json(self.model), "epoch": self.epoch,
+                "step": self.step, "history": self.history, "best": self.best,
+                "bad_epochs": self.bad_epochs, "dataset": self.data.dataset.description,
+                "binarize": self.data.binarize, **(extra or {})}
+        save_checkpoint(path, self.model.flat, self.optimizer.state_dict(),
+                        {"train": self.rng}, meta)
+
+    def _epoch_draws(self):
+        """The epoch's minibatch order and (dynamic) binarization, and where to start.
+
+        Both come from the run's one random stream at the start of the epoch. After
+        a mid-epoch interrupt they are drawn again from the saved start-of-epoch
+        state, and the stream then continues from where the steps had left it.
+        """
+        resumed = self.position
+        rng_now = self.rng
+        if resumed is not None:
+            self.rng = rng_from_array(np.array(resumed["epoch_rng"], np.uint64))
+        self.epoch_rng_state = rng_to_array(self.rng).tolist()
+        order = self.rng.permutation(len(self.data.train))
+        x_epoch = binarize(self.data.train, self.rng) if self.data.dynamic else self.data.train
+        if resumed is None:
+            return order, x_epoch, 0, 0.0, 0
+        self.rng, self.position = rng_now, None
+        return order, x_epoch, resumed["batch"], resumed["loss_sum"], resumed["seen"]
+
+    def train_epoch(self, interrupt, step_hook=None) -> str | None:
+        """The training loop: one pass over the minibatches. Returns a status if it stops."""
+        config, model, bs = self.config, self.model, self.config.batch_size
+        this_epoch, t0 = self.epoch + 1, time.perf_counter()
+        order, x_epoch, first, loss_sum, seen = self._epoch_draws()
+        seen_before = seen  # datapoints of this epoch processed before a resume
+        beta = config.beta
+        for i in range(first, self.n_batches):
             if interrupt.set:
-                say(f"interrupted after epoch {epoch}; checkpoint saved: {run.latest}\n"
-                    f"continue with: python -m minivae train --resume {run.path}")
-                return TrainResult("interrupted", epoch, step, run.path, history,
-                                   EXIT_INTERRUPTED)
-    say(f"done: {epoch} epochs, {step} steps, {_fmt_time(time.perf_counter() - t_run)}; best "
-        f"valid -ELBO {best:.3f} nats per datapoint; checkpoints in {run.checkpoints}")
-    return TrainResult(status, epoch, step, run.path, history)
+                return self._interrupted_mid_epoch(i, loss_sum, seen, this_epoch)
+            xb = x_epoch[order[i * bs:(i + 1) * bs]]
+            if self.warmup_steps:
+                beta = config.beta * min(1.0, self.step / self.warmup_steps)
+            eps = self.rng.standard_normal((config.k, len(xb), config.latent_dim),
+                                           dtype=model.dtype)
+            loss, grads = self.objective(model, xb, eps, beta)
+            if not math.isfinite(loss) or not np.isfinite(grads.flat).all():
+                self.progress.clear()
+                self.err.write(_nonfinite_message(
+                    loss, grads, self.step + 1, this_epoch, i + 1, self.n_batches, config.lr,
+                    self.run.latest, self.epoch))
+                self.err.flush()
+                return "non-finite"
+            self.optimizer.step(model.flat, grads.flat)
+            self.step += 1
+            loss_sum += loss * len(xb)
+            seen += len(xb)
+            self.progress.update(this_epoch, i + 1, i + 1 - first, t0, seen - seen_before, loss)
+            if step_hook is not None:
+                step_hook(self.step)
+        self.progress.clear()
+        self.epoch = this_epoch
+        self.beta, self.train_objective = beta, loss_sum / max(seen, 1)
+        self.t_epoch, self.rate = t0, (seen - seen_before) / max(time.perf_counter() - t0, 1e-9)
+        return None
+
+    def _interrupted_mid_epoch(self, batch, loss_sum, seen, this_epoch) -> str:
+        self.progress.clear()
+        self.checkpoint(self.run.latest, {"position": {
+            "batch": batch, "loss_sum": loss_sum, "seen": seen,
+            "epoch_rng": self.epoch_rng_state}})
+        self.say(f"interrupted at step {self.step} (epoch {this_epoch}, batch {batch}/"
+                 f"{self.n_batches}); checkpoint saved: {self.run.latest}\n"
+                 f"continue with: python -m minivae train --resume {self.run.path}")
+        return "interrupted"
+
+    def end_epoch(self, interrupt) -> str | None:
+        """Evaluate, report, draw and checkpoint after an epoch. Returns a status to stop."""
+        config, model, run, epoch = self.config, self.model, self.run, self.epoch
+        if not np.isfinite(model.flat).all():
+            self.err.write(f"stopped: non-finite parameters after step {self.step} (epoch "
+                           f"{epoch}); the last good checkpoint is kept: {run.latest}\n")
+            return "non-finite"
+        eval_rng = np.random.default_rng([config.seed, 3, epoch])
+        tr = evaluate_elbo(model, self.train_eval_x, eval_rng)
+        va = evaluate_elbo(model, self.data.valid, eval_rng)
+        au = active_units(latent_means(model, self.data.valid))
+        if not (math.isfinite(tr.loss) and math.isfinite(va.loss)):
+            self.err.write(f"stopped: non-finite evaluation after epoch {epoch} (step "
+                           f"{self.step}); the last good checkpoint is kept: {run.latest}\n")
+            return "non-finite"
+        improved = va.loss < self.best
+        self.best, self.bad_epochs = (va.loss, 0) if improved else (self.best,
+                                                                     self.bad_epochs + 1)
+        self.epochs_timed += 1
+        eta = (time.perf_counter() - self.t_start) / self.epochs_timed * (config.epochs - epoch)
+        record = {"epoch": epoch, "step": self.step, "train_objective": self.train_objective,
+                  "beta": self.beta, "train_loss": tr.loss, "train_recon": tr.recon,
+                  "train_kl": tr.kl, "valid_loss": va.loss, "valid_recon": va.recon,
+                  "valid_kl": va.kl, "valid_stderr": va.stderr, "active_units": au,
+                  "seconds": time.perf_counter() - self.t_epoch,
+                  "datapoints_per_second": self.rate}
+        if self.exact_nll is not None:
+            record["valid_exact_nll"] = self.exact_nll
+        self.history.append(record)
+        self.say(_epoch_line(record, config, eta=eta, improved=improved,
+                             show_beta=bool(self.warmup_steps) or config.beta != 1))
+
+        stopping = config.patience is not None and self.bad_epochs >= config.patience
+        if config.pictures:
+            self._pictures(last=epoch == config.epochs or stopping or interrupt.set)
+        self.checkpoint(run.latest)
+        if improved:
+            self.checkpoint(run.best)
+        run.write_metrics(self.history)
+        if stopping:
+            self.say(f"early stopping: validation -ELBO has not improved for "
+                     f"{self.bad_epochs} epochs (best {self.best:.3f} nats)")
+            return "early-stopped"
+        if interrupt.set:
+            self.say(f"interrupted after epoch {epoch}; checkpoint saved: {run.latest}\n"
+                     f"continue with: python -m minivae train --resume {run.path}")
+            return "interrupted"
+        return None
+
+    def _pictures(self, last: bool) -> None:
+        if self.image_shape is not None:
+            _pictures(self.run, self.model, self.data.valid[:32], self.sample_z,
+                      self.image_shape, self.epoch)
+        elif self.epoch == 1:
+            self.err.write(f"image grids skipped: the {self.config.dataset} data are not "
+                           f"images\n")
+        # curves cost a fraction of a second: draw them every 30 s and at the end
+        if (last or time.perf_counter() >= self.next_curves_t) and not self.curves_skipped:
+            self.next_curves_t = time.perf_counter() + 30.0
+            if not figures.save_learning_curves(self.run.pictures / "curves.png", self.history):
+                self.err.write("learning curves skipped: matplotlib is not installed (pip "
+                               "install 'minivae[plots]')"
+                               + ("; image grids are still written\n" if self.image_shape
+                                  else "\n"))
+                self.curves_skipped = True
+
+    def result(self, status: str) -> TrainResult:
+        code = {"non-finite": EXIT_NONFINITE, "interrupted": EXIT_INTERRUPTED}.get(status,
+                                                                                  EXIT_OK)
+        return TrainResult(status, self.epoch, self.step, self.run.path, self.history, code)
+
+    def finish(self, status: str) -> TrainResult:
+        if status in ("completed", "early-stopped"):
+            self.say(f"done: {self.epoch} epochs, {self.step} steps, "
+                     f"{_fmt_time(time.perf_counter() - self.t_start)}; best valid -ELBO "
+                     f"{self.best:.3f} nats per datapoint; checkpoints in "
+                     f"{self.run.checkpoints}")
+        return self.result(status)
 
 
 def _epoch_line(r: dict, config: TrainConfig, *, show_beta: bool, eta: float,
