@@ -100,7 +100,7 @@ def check_likelihood_data(x: np.ndarray, likelihood: str, dataset: str = "the da
             f"the Bernoulli likelihood needs 0/1 data, but {dataset} has values in "
             f"[{lo:g}, {hi:g}] that are not all 0 or 1; binarize it (--binarize dynamic or "
             f"static: x ~ Bernoulli(grey level)) or use a Gaussian likelihood "
-            f"(--likelihood gaussian-hetero, gaussian-shared or gaussian-fixed)"
+            f"(--likelihood gaussian-hetero, gaussian-shared, gaussian-isotropic or gaussian-fixed)"
         )
 
 

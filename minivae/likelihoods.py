@@ -36,7 +36,21 @@ from .layers import sigmoid
 
 
 class Likelihood:
-    """Default forward/backward pair: ``log_prob`` then ``log_prob_grad``, nothing shared."""
+    """Defaults shared by the likelihoods: one decoder output per data dimension, no extra
+    parameters, the decoder output is the mean, and a forward/backward pair
+    (``log_prob`` then ``log_prob_grad``) that shares nothing."""
+
+    def out_dim(self, D: int) -> int:
+        return D
+
+    def param_specs(self, D: int):
+        return []
+
+    def init_params(self, params, D: int) -> None:
+        pass
+
+    def mean(self, out, params):
+        return out
 
     def log_prob_and_cache(self, x, out, params):
         """``(log_prob(x, out, params), cache)`` for :meth:`log_prob_grad_from_cache`."""
@@ -51,15 +65,6 @@ class Bernoulli(Likelihood):
     """p(x|z) = prod_d Bernoulli(x_d; sigmoid(l_d)), the decoder emitting logits l."""
 
     name = "bernoulli"
-
-    def out_dim(self, D: int) -> int:
-        return D
-
-    def param_specs(self, D: int):
-        return []
-
-    def init_params(self, params, D: int) -> None:
-        pass
 
     def log_prob(self, x, out, params):
         return bernoulli_log_prob(x, out)
@@ -97,12 +102,6 @@ class GaussianHeteroscedastic(Likelihood):
     def out_dim(self, D: int) -> int:
         return 2 * D
 
-    def param_specs(self, D: int):
-        return []
-
-    def init_params(self, params, D: int) -> None:
-        pass
-
     @staticmethod
     def _split(out):
         D = out.shape[-1] // 2
@@ -135,11 +134,12 @@ class GaussianSharedVariance(Likelihood):
 
     name = "gaussian-shared"
 
-    def out_dim(self, D: int) -> int:
+    def log_var_size(self, D: int) -> int:
+        """How many learned log-variances: one per data dimension."""
         return D
 
     def param_specs(self, D: int):
-        return [("decoder.log_var", (D,))]
+        return [("decoder.log_var", (self.log_var_size(D),))]
 
     def init_params(self, params, D: int) -> None:
         params["decoder.log_var"][...] = 0.0
@@ -148,18 +148,32 @@ class GaussianSharedVariance(Likelihood):
         return gaussian_log_prob(x, out, params["decoder.log_var"])
 
     def log_prob_grad(self, x, out, params, weight, grads):
-        d_mean, d_log_var, _ = gaussian_log_prob_grad(x, out, params["decoder.log_var"])
+        log_var = params["decoder.log_var"]
+        d_mean, d_log_var, _ = gaussian_log_prob_grad(x, out, log_var)
         w = weight[..., None]
-        # v is shared by every sample and datapoint: its gradient sums over them.
-        np.sum((d_log_var * w).reshape(-1, out.shape[-1]), axis=0, out=grads["decoder.log_var"])
+        # v is shared by every sample and datapoint (and, when it has one entry, by every
+        # dimension): its gradient sums over everything that shares it.
+        np.sum((d_log_var * w).reshape(-1, log_var.size), axis=0, out=grads["decoder.log_var"])
         return d_mean * w
-
-    def mean(self, out, params):
-        return out
 
     def sample(self, out, params, rng):
         noise = rng.standard_normal(out.shape).astype(out.dtype, copy=False)
         return out + np.exp(0.5 * params["decoder.log_var"]) * noise
+
+
+class GaussianIsotropic(GaussianSharedVariance):
+    """p(x|z) = N(x; m(z), exp(v) I) with one learned scalar log-variance v.
+
+    v is ``"decoder.log_var"`` of shape (1,), initialized to 0: the noise model of
+    probabilistic PCA (Tipping & Bishop 1999), so a linear VAE with this likelihood
+    is the model whose ELBO maximum Lucas et al. (2019) show to be the PPCA solution.
+    """
+
+    name = "gaussian-isotropic"
+
+    def log_var_size(self, D: int) -> int:
+        """One log-variance shared by all data dimensions."""
+        return 1
 
 
 class GaussianFixedVariance(Likelihood):
@@ -172,24 +186,12 @@ class GaussianFixedVariance(Likelihood):
             raise ValueError(f"fixed_log_var must be finite, got {log_var!r}")
         self.log_var = float(log_var)
 
-    def out_dim(self, D: int) -> int:
-        return D
-
-    def param_specs(self, D: int):
-        return []
-
-    def init_params(self, params, D: int) -> None:
-        pass
-
     def log_prob(self, x, out, params):
         return gaussian_log_prob(x, out, out.dtype.type(self.log_var))
 
     def log_prob_grad(self, x, out, params, weight, grads):
         d_mean, _, _ = gaussian_log_prob_grad(x, out, out.dtype.type(self.log_var))
         return d_mean * weight[..., None]
-
-    def mean(self, out, params):
-        return out
 
     def sample(self, out, params, rng):
         noise = rng.standard_normal(out.shape).astype(out.dtype, copy=False)
@@ -200,6 +202,7 @@ LIKELIHOODS = {
     "bernoulli": Bernoulli,
     "gaussian-hetero": GaussianHeteroscedastic,
     "gaussian-shared": GaussianSharedVariance,
+    "gaussian-isotropic": GaussianIsotropic,
     "gaussian-fixed": GaussianFixedVariance,
 }
 

@@ -101,8 +101,10 @@ class VAE:
     likelihood : str
         ``"bernoulli"`` (decoder emits logits), ``"gaussian-hetero"`` (decoder
         emits a mean and a log-variance per dimension), ``"gaussian-shared"``
-        (one learned log-variance vector ``decoder.log_var``) or
-        ``"gaussian-fixed"`` (log-variance ``fixed_log_var``, not learned).
+        (one learned log-variance vector ``decoder.log_var`` of shape (D,)),
+        ``"gaussian-isotropic"`` (one learned scalar log-variance, shape (1,):
+        the PPCA noise model) or ``"gaussian-fixed"`` (log-variance
+        ``fixed_log_var``, not learned).
     activation : str
         ``"relu"``, ``"leaky_relu"``, ``"tanh"``, ``"sigmoid"`` or ``"softplus"``.
     dtype : float32 or float64
@@ -115,9 +117,9 @@ class VAE:
     Parameter order
     ---------------
     ``encoder.0.W, encoder.0.b, ..., encoder.L.W, encoder.L.b, decoder.0.W,
-    decoder.0.b, ..., decoder.M.b`` and, for ``"gaussian-shared"``, finally
-    ``decoder.log_var``. The encoder's last layer has 2Z outputs: columns
-    ``[:Z]`` are mu and ``[Z:]`` are log_var.
+    decoder.0.b, ..., decoder.M.b`` and, for ``"gaussian-shared"`` and
+    ``"gaussian-isotropic"``, finally ``decoder.log_var``. The encoder's last
+    layer has 2Z outputs: columns ``[:Z]`` are mu and ``[Z:]`` are log_var.
     """
 
     def __init__(

@@ -49,7 +49,7 @@ def torch_negative_elbo(model, params, x, eps, kl, beta):
         px = D.Bernoulli(logits=out)
     elif model.likelihood_name == "gaussian-hetero":
         px = D.Normal(out[..., :Dx], torch.exp(0.5 * out[..., Dx:]))
-    elif model.likelihood_name == "gaussian-shared":
+    elif model.likelihood_name in ("gaussian-shared", "gaussian-isotropic"):
         px = D.Normal(out, torch.exp(0.5 * params["decoder.log_var"]))
     else:
         px = D.Normal(out, torch.exp(torch.tensor(0.5 * model.fixed_log_var, dtype=x.dtype)))
@@ -71,8 +71,9 @@ def test_loss_and_every_gradient_match_torch(likelihood, activation, kl):
     rng = np.random.default_rng(CONFIGS.index((likelihood, activation, kl)))
     model = VAE(7, 3, hidden=(6, 5), likelihood=likelihood, activation=activation, seed=1,
                 fixed_log_var=-0.3)
-    if likelihood == "gaussian-shared":
-        model.params["decoder.log_var"][...] = rng.uniform(-1, 1, 7)
+    if "decoder.log_var" in model.params:
+        log_var = model.params["decoder.log_var"]
+        log_var[...] = rng.uniform(-1, 1, log_var.shape)
     if likelihood == "bernoulli":
         x = (rng.random((4, 7)) < 0.5).astype(np.float64)
     else:

@@ -109,7 +109,7 @@ def test_loss_is_recon_plus_beta_kl_recomputed_independently(likelihood, kl):
         log_px = bernoulli_log_prob(x, out)
     elif likelihood == "gaussian-hetero":
         log_px = gaussian_log_prob(x, out[..., :5], out[..., 5:])
-    elif likelihood == "gaussian-shared":
+    elif likelihood in ("gaussian-shared", "gaussian-isotropic"):
         log_px = gaussian_log_prob(x, out, p["decoder.log_var"])
     else:
         log_px = gaussian_log_prob(x, out, 0.4)
@@ -263,7 +263,8 @@ def test_encoder_log_variance_of_50_is_finite(dtype, log_var, kl):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("log_var", [50.0, -50.0])
-@pytest.mark.parametrize("likelihood", ["gaussian-hetero", "gaussian-shared"])
+@pytest.mark.parametrize("likelihood", ["gaussian-hetero", "gaussian-shared",
+                                        "gaussian-isotropic"])
 def test_decoder_log_variance_of_50_is_finite(dtype, log_var, likelihood):
     rng = np.random.default_rng(0)
     model = VAE(4, 2, hidden=(3,), dtype=dtype, likelihood=likelihood)
