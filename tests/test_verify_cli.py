@@ -111,7 +111,8 @@ def test_ppca_script_json_short_run():
          "--steps", "300"], cwd=ROOT, capture_output=True, text=True)
     doc = json.loads(out.stdout)
     assert out.returncode == (0 if doc["target_met"] else 1)
-    assert [m["likelihood"] for m in doc["models"]] == ["gaussian-fixed", "gaussian-shared"]
+    assert [m["likelihood"] for m in doc["models"]] == ["gaussian-isotropic", "gaussian-fixed",
+                                                         "gaussian-shared"]
     for m in doc["models"]:
         assert m["exact_elbo"] < m["exact_loglik"]
         assert np.isfinite(m["gap_ppca_minus_trained"])
