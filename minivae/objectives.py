@@ -95,7 +95,8 @@ def _softmax_over_k(log_w: np.ndarray) -> np.ndarray:
     return w / np.sum(w, axis=0, keepdims=True)
 
 
-def iwae_loss_and_grad(model: VAE, x: np.ndarray, eps: np.ndarray) -> tuple[float, ParamDict]:
+def iwae_loss_and_grad(model: VAE, x: np.ndarray, eps: np.ndarray,
+                       out: ParamDict | None = None) -> tuple[float, ParamDict]:
     r"""Negative importance-weighted bound and its exact gradient, in nats per datapoint.
 
     .. math::
@@ -116,22 +117,24 @@ def iwae_loss_and_grad(model: VAE, x: np.ndarray, eps: np.ndarray) -> tuple[floa
     For K = 1 the weights are all 1 and this is the ELBO with a Monte Carlo KL,
     ``model.loss_and_grad(x, eps, kl="mc")``.
 
-    Returns ``(loss, grads)`` with ``grads`` a new :class:`~minivae.params.ParamDict`.
+    Returns ``(loss, grads)``: ``grads`` is ``out`` if given (overwritten, as in a
+    training loop that reuses ``model.new_grad()``), else a new
+    :class:`~minivae.params.ParamDict`.
     """
     x, eps = _check_inputs(model, x, eps)
     log_w, cache = _forward(model, x, eps)
-    mu, log_var, enc_cache, z, sigma, out, dec_cache = cache
+    mu, log_var, enc_cache, z, sigma, dec_out, dec_cache = cache
     K, B = log_w.shape
     loss = float(-np.mean(logmeanexp(log_w, axis=0)))
 
     # dloss/dlog w_kb = -wtilde_kb / B. Everything below multiplies this upstream
     # gradient into the three terms of log w.
     g = -_softmax_over_k(log_w) / B  # (K, B), model dtype
-    grads = model.new_grad()
+    grads = model.grad_out(out)
 
     # (1) log p(x|z): the likelihood and decoder backward with weight g, giving the
     #     decoder's parameter gradients and dloss/dz through the decoder.
-    d_out = model.likelihood.log_prob_grad(x, out, model.params, g, grads)
+    d_out = model.likelihood.log_prob_grad(x, dec_out, model.params, g, grads)
     dz = model.decode_backward(d_out, dec_cache, grads)
 
     # (2) log p(z) = -0.5 |z|^2 + const, so d log p(z)/dz = -z.

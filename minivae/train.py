@@ -4,7 +4,7 @@ One step::
 
     xb = next minibatch (freshly binarized each epoch if dynamic)
     eps ~ N(0, I) of shape (K, B, Z)          <- one Generator drives everything
-    loss, grads = objective(model, xb, eps)   <- negative ELBO (or IWAE bound), nats/datapoint
+    loss, grads = objective(xb, eps, beta)    <- negative ELBO (or IWAE bound), nats/datapoint
     stop at once if loss or grads are not finite
     optimizer.step(model.flat, grads.flat)
 
@@ -238,14 +238,19 @@ def load_data(config: TrainConfig, print_fn=None):
                         seed=config.data_seed)
 
 
-def _objective(config: TrainConfig):
-    """``f(model, x, eps, beta) -> (loss, grads)`` for the chosen objective."""
-    if config.objective == "iwae":
-        from .objectives import iwae_loss_and_grad  # written separately; imported when used
+def _objective(config: TrainConfig, model: VAE):
+    """``f(x, eps, beta) -> (loss, grads)`` for the chosen objective.
 
-        return lambda model, x, eps, beta: iwae_loss_and_grad(model, x, eps)
+    ``grads`` is one buffer, overwritten at every step: a fresh parameter-sized array
+    per step costs about as much (in page faults) as the whole 784-400-20 step.
+    """
+    grads = model.new_grad()
+    if config.objective == "iwae":
+        from .objectives import iwae_loss_and_grad  # objectives are built on top of the VAE
+
+        return lambda x, eps, beta: iwae_loss_and_grad(model, x, eps, out=grads)
     kl = config.kl
-    return lambda model, x, eps, beta: model.loss_and_grad(x, eps, kl=kl, beta=beta)
+    return lambda x, eps, beta: model.loss_and_grad(x, eps, kl=kl, beta=beta, out=grads)
 
 
 # ----------------------------------------------------------------------
@@ -335,7 +340,7 @@ class _Session:
         self.image_shape = self.data.dataset.image_shape
         self.model = build_model(config, self.data.train.shape[1])
         self.optimizer = make_optimizer(config.optimizer, config.lr)
-        self.objective = _objective(config)
+        self.objective = _objective(config, self.model)
         self.rng = np.random.default_rng([config.seed, 1])  # minibatches, binarization, eps
         self.n_batches = -(-len(self.data.train) // config.batch_size)
         self.warmup_steps = config.warmup_epochs * self.n_batches
@@ -425,7 +430,7 @@ class _Session:
                 beta = config.beta * min(1.0, self.step / self.warmup_steps)
             eps = self.rng.standard_normal((config.k, len(xb), config.latent_dim),
                                            dtype=model.dtype)
-            loss, grads = self.objective(model, xb, eps, beta)
+            loss, grads = self.objective(xb, eps, beta)
             if not math.isfinite(loss) or not np.isfinite(grads.flat).all():
                 self.progress.clear()
                 self.err.write(_nonfinite_message(

@@ -397,12 +397,7 @@ class VAE:
 
         mu, log_var, enc_cache, z, sigma, dec_out, dec_cache, lik_cache = cache
         K, B = eps.shape[0], eps.shape[1]
-        if out is None:
-            # Every entry is written below (each layer's W and b by the MLP backward, the
-            # likelihood's own parameters by its gradient), so no zero fill is needed.
-            grads = ParamDict(self.param_specs, np.empty(self.n_params, dtype=self.dtype))
-        else:
-            grads = self._check_grad_out(out)
+        grads = self.grad_out(out)
 
         # reconstruction: loss contains -(1/(K B)) sum_{k,b} log p(x_b | z_kb)
         weight = np.full((K, B), -1.0 / (K * B), dtype=self.dtype)
@@ -445,7 +440,17 @@ class VAE:
             x, self.sample_eps(rng, x.shape[0], k), kl=kl, beta=beta, out=out
         )
 
-    def _check_grad_out(self, out) -> ParamDict:
+    def grad_out(self, out: ParamDict | None = None) -> ParamDict:
+        """The gradient a backward pass writes into: ``out`` (checked), or a new one.
+
+        A backward pass writes every entry (each layer's W and b by the MLP backward,
+        the likelihood's own parameters by its gradient), so a new buffer needs no zero
+        fill, and a reused one (``out=model.new_grad()`` once, then every step) is
+        overwritten, never accumulated. Reusing one saves a parameter-sized allocation
+        per step, whose page faults cost as much as a small model's whole step.
+        """
+        if out is None:
+            return ParamDict(self.param_specs, np.empty(self.n_params, dtype=self.dtype))
         if not isinstance(out, ParamDict) or out.specs != self.params.specs:
             raise TypeError("out must be a ParamDict with the model's layout (model.new_grad())")
         if out.flat.dtype != self.dtype:

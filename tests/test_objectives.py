@@ -489,3 +489,18 @@ def test_estimator_variance_script_runs(tmp_path, capsys):
     assert results["reparam, closed-form KL"]["2"]["encoder W"] > 0
     with pytest.raises(FileNotFoundError, match="binarized_mnist.npz"):
         module.main(["--data-dir", str(tmp_path)])
+
+
+def test_iwae_out_buffer_is_overwritten_not_accumulated():
+    rng = np.random.default_rng(0)
+    model = VAE(5, 2, hidden=(4,), seed=1)
+    x = make_data(rng, "bernoulli", 3, 5)
+    eps = rng.standard_normal((4, 3, 2))
+    _, fresh = iwae_loss_and_grad(model, x, eps)
+    buf = model.new_grad()
+    buf.flat[:] = 7.0
+    _, reused = iwae_loss_and_grad(model, x, eps, out=buf)
+    assert reused is buf
+    np.testing.assert_array_equal(reused.flat, fresh.flat)
+    with pytest.raises(TypeError, match="out must be a ParamDict"):
+        iwae_loss_and_grad(model, x, eps, out=np.zeros(model.n_params))
