@@ -88,6 +88,8 @@ import numpy as np  # noqa: E402  (after the thread variables are set)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from peak_memory import peak_rss_mb  # noqa: E402  (scripts/ is on sys.path)
+
 from minivae import VAE, Adam  # noqa: E402
 
 try:
@@ -349,24 +351,6 @@ def compare(fns, repeats, block_seconds):
 # --------------------------------------------------------------------------
 
 
-def maxrss_mb():
-    """Peak resident set size of this process so far, in MiB.
-
-    Linux's VmHWM (the high-water mark of this address space, which starts
-    afresh at exec) rather than getrusage's ru_maxrss, which a subprocess
-    inherits from the parent it was forked from (here: one with torch loaded).
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-
-
 def memory_child(case, impl, dtype_name, args):
     dtype = np.dtype(dtype_name).type
     train, test, _ = load_data(args.data_dir)
@@ -379,7 +363,7 @@ def memory_child(case, impl, dtype_name, args):
     if fn is None:
         print(json.dumps(None))
         return
-    setup = maxrss_mb()
+    setup = peak_rss_mb()
     np_peak = None
     if impl == "minivae":
         import tracemalloc
@@ -390,7 +374,7 @@ def memory_child(case, impl, dtype_name, args):
         tracemalloc.stop()
     for _ in range(3):
         fn()
-    print(json.dumps({"rss_mb": maxrss_mb(), "setup_rss_mb": setup, "np_peak_mb": np_peak}))
+    print(json.dumps({"rss_mb": peak_rss_mb(), "setup_rss_mb": setup, "np_peak_mb": np_peak}))
 
 
 def measure_memory(case, impl, dtype_name, args):

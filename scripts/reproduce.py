@@ -33,13 +33,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from peak_memory import peak_rss_mb  # noqa: E402  (scripts/ is on sys.path)
 
 from minivae import VAE, Adam  # noqa: E402
 from minivae.checkpoint import (  # noqa: E402
@@ -78,18 +79,6 @@ def parse_args(argv=None):
                         "IS log-likelihood on the whole test set (or --is-n points); with "
                         "--max-minutes 0 this only evaluates the checkpoint")
     return p.parse_args(argv)
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB (Linux VmHWM; else ru_maxrss)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
 def load_data(args, dtype):
