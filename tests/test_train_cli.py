@@ -225,3 +225,16 @@ def test_default_run_dirs_are_numbered_so_the_command_can_be_repeated(tmp_path, 
         assert cli.main(["train", *TINY, "--epochs", "1", "--no-pictures"]) == 0
     assert (tmp_path / "runs" / "run-1" / "checkpoints" / "latest.npz").exists()
     assert (tmp_path / "runs" / "run-2" / "checkpoints" / "latest.npz").exists()
+
+
+def test_quickstart_default_trains_on_digits_and_the_loss_falls(tmp_path, monkeypatch, capsys):
+    """The README's main job, shortened: `python -m minivae train` with its defaults."""
+    pytest.importorskip("sklearn")  # the `digits` extra; part of the `test` extra too
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--epochs", "3"]) == 0
+    run = tmp_path / "runs" / "run-1"
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["valid_loss"] < history[0]["valid_loss"]
+    assert (run / "pictures" / "samples_epoch003.png").exists()
+    assert "nats" in capsys.readouterr().out
