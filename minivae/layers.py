@@ -73,8 +73,10 @@ def softplus(x: Array) -> Array:
     For speed, :math:`\max(x, 0)` is computed as :math:`(x + |x|)/2`, which
     is exact in floating point (2x and x/2 are exact; x + |x| is 0 for x <= 0)
     and reuses :math:`|x|`: ``np.maximum`` costs as much as ``np.exp`` here
-    (measured, 784k float32). Only x = -inf, a logit no finite network
-    produces, gives NaN. Intermediates are reused in place (``out=``).
+    (measured, 784k float32). Two inputs no finite network produces are
+    off: x = -inf gives NaN, and x above half the largest float (1.7e38 in
+    float32) gives inf because x + |x| overflows. Intermediates are reused in
+    place (``out=``).
     """
     a = np.abs(x, dtype=np.result_type(x, 0.0))  # |x|, as floats even for integer x
     t = np.exp(-a)  # e^{-|x|}, in (0, 1]

@@ -65,15 +65,21 @@ def test_likelihood_cache_pair_matches_log_prob_and_log_prob_grad(name):
     np.testing.assert_allclose(g2.flat, g1.flat, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("likelihood", sorted(LIKELIHOODS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_loss_and_grad_out_buffer_is_overwritten_not_accumulated(dtype):
+def test_loss_and_grad_out_buffer_is_overwritten_not_accumulated(dtype, likelihood):
+    """Every entry is written: the gradient of a fresh (np.empty) buffer is never garbage."""
     rng = np.random.default_rng(2)
-    model = VAE(8, 3, hidden=(5,), dtype=dtype, seed=3)
-    x = (rng.random((4, 8)) < 0.5).astype(dtype)
+    model = VAE(8, 3, hidden=(5,), dtype=dtype, seed=3, likelihood=likelihood)
+    if likelihood == "bernoulli":
+        x = (rng.random((4, 8)) < 0.5).astype(dtype)
+    else:
+        x = rng.standard_normal((4, 8)).astype(dtype)
     eps = model.sample_eps(rng, 4, 2)
     loss, fresh = model.loss_and_grad(x, eps)
+    assert np.isfinite(fresh.flat).all()
     buf = model.new_grad()
-    buf.flat[...] = 123.0  # garbage that must not survive
+    buf.flat[...] = np.nan  # garbage that must not survive
     for _ in range(2):  # twice: overwritten, never added to
         loss2, grads = model.loss_and_grad(x, eps, out=buf)
     assert grads is buf and loss2 == loss
