@@ -61,7 +61,7 @@ def test_parse_amat_any_whitespace():
     (b"01" + b" 0" * 783 + b"\n", "more than one digit"),
     (b"0" + b" 1" * 700 + b"\n", "row 0 has 701 values"),
     (b"\n \n", "no data"),
-])
+], ids=["digit-2", "decimal", "two-digits", "short-row", "empty"])
 def test_parse_amat_rejects_bad_text(text, match):
     with pytest.raises(ValueError, match=match):
         parse_amat(text)
