@@ -79,12 +79,6 @@ def reparameterize(mu, log_var, eps):
     return mu + sigma * eps, sigma
 
 
-def sample_diag_gaussian(mu, log_var, rng: np.random.Generator, k: int = 1):
-    """Draw ``k`` samples per row from N(mu, diag(exp(log_var))); shape (k, B, Z)."""
-    eps = rng.standard_normal((k, *np.shape(mu))).astype(np.asarray(mu).dtype, copy=False)
-    return reparameterize(mu, log_var, eps)[0]
-
-
 # --------------------------------------------------------------------------
 # KL(N(mu, diag(exp(log_var))) || N(0, I)) in closed form
 # --------------------------------------------------------------------------

@@ -1,14 +1,16 @@
-"""Finite-difference gradient checking (central differences, float64).
+"""Finite-difference gradient checking (fourth-order central differences, float64).
 
 Two tools, after CS231n's ``gradient_check.py`` and autograd's ``check_grads``:
 
-* :func:`numerical_gradient` - every partial derivative of a scalar function
-  by central differences, for the small pieces (layers, densities, KL);
-* :func:`directional_check` - compares the analytic gradient with a central
-  difference along random directions, cheap enough for a whole model.
+* :func:`numerical_gradient` - every partial derivative of a scalar function,
+  for the small pieces (layers, densities, KL), scored by :func:`grad_error`;
+* :func:`directional_check` (and :func:`model_gradcheck` on a whole model) -
+  the analytic gradient against a difference along random directions, with a
+  guard against ReLU kinks.
 
-The relative error used throughout is
-:math:`|a - n| / \\max(|a| + |n|, \\text{floor})`.
+Errors are relative, :math:`|a - n| / \\max(|a| + |n|, \\text{floor})`, where the
+floor is what finite differences can resolve: a small fraction of the gradient's
+scale (:func:`grad_error`) or the stencil's own roundoff (:func:`directional_check`).
 """
 
 from __future__ import annotations

@@ -42,10 +42,9 @@ from .distributions import (
 )
 from .numerics import logmeanexp
 from .params import ParamDict
-from .vae import VAE
+from .vae import KL_MODES, VAE, positive_int
 
 BASELINES = ("none", "batch-mean", "leave-one-out")
-KL_MODES = ("analytic", "mc")
 
 # Elements of the largest per-chunk array (decoder output, hidden activations) that the
 # log-likelihood estimators allow themselves by default: 2**22 float64 numbers = 32 MiB.
@@ -401,12 +400,6 @@ class _StreamingLogMeanExp:
         return LogLikelihoodEstimate(values, stderr, n, method)
 
 
-def _check_count(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _resolve_rng(rng) -> np.random.Generator:
     # Randomness is explicit: None means a *fresh* generator with the fixed, documented
     # seed 0 (never NumPy's global state), so that an evaluation repeats exactly.
@@ -432,11 +425,11 @@ def _setup(model, x, k, rng, chunk_size):
     if not isinstance(model, VAE):
         raise TypeError(f"model must be a minivae.VAE, got {type(model).__name__}")
     x = model.check_x(x)
-    k = _check_count(k, "k")
+    k = positive_int(k, "k")
     rng = _resolve_rng(rng)
     if chunk_size is None:
         chunk_size = _default_chunk(model, x.shape[0], k)
-    chunk_size = _check_count(chunk_size, "chunk_size")
+    chunk_size = positive_int(chunk_size, "chunk_size")
     return x, k, rng, chunk_size
 
 

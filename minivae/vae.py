@@ -59,7 +59,8 @@ def _as_dtype(dtype) -> np.dtype:
     return dt
 
 
-def _positive_int(value, name: str) -> int:
+def positive_int(value, name: str) -> int:
+    """``value`` as an int if it is a positive integer (not a bool), else a ValueError naming it."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
@@ -134,8 +135,8 @@ class VAE:
         seed: int = 0,
         fixed_log_var: float = 0.0,
     ):
-        self.input_dim = _positive_int(input_dim, "input_dim")
-        self.latent_dim = _positive_int(latent_dim, "latent_dim")
+        self.input_dim = positive_int(input_dim, "input_dim")
+        self.latent_dim = positive_int(latent_dim, "latent_dim")
         self.hidden = self._widths(hidden, "hidden")
         self.decoder_hidden = (
             tuple(reversed(self.hidden))
@@ -177,7 +178,7 @@ class VAE:
             raise TypeError(f"{name} must be a sequence of positive integers, got {widths!r}") \
                 from exc
         for w in out:
-            _positive_int(w, f"every entry of {name}")
+            positive_int(w, f"every entry of {name}")
         return out
 
     # ------------------------------------------------------------------
@@ -287,7 +288,7 @@ class VAE:
         """Standard-normal noise of shape (k, batch, Z) in the model's dtype."""
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-        k = _positive_int(k, "k")
+        k = positive_int(k, "k")
         return rng.standard_normal((k, batch, self.latent_dim), dtype=self.dtype)
 
     # ------------------------------------------------------------------
@@ -468,7 +469,7 @@ class VAE:
 
     def sample(self, rng: np.random.Generator, n: int, *, mean: bool = True) -> np.ndarray:
         """n draws z ~ p(z) pushed through the decoder: the mean of p(x|z), or a sample of it."""
-        n = _positive_int(n, "n")
+        n = positive_int(n, "n")
         z = rng.standard_normal((n, self.latent_dim), dtype=self.dtype)
         out, _ = self.decode(z)
         if mean:
