@@ -12,6 +12,20 @@ import math
 
 import numpy as np
 
+#: Elements per chunk of an elementwise optimizer update. The update makes about a dozen
+#: passes over its arrays; done chunk by chunk, all of them stay in the core's cache
+#: instead of streaming the whole vector from memory a dozen times (measured on the
+#: 425,284 float32 parameters of Burda et al.'s model: 1.23 ms whole, 0.73 ms in chunks
+#: of 32,768; 4,096 is slower again, from the per-call overhead). The result is
+#: bit-identical: every operation is elementwise.
+CHUNK = 32768
+
+
+def _chunks(n: int, chunk: int = CHUNK):
+    """Slices of ``range(n)`` of at most ``chunk`` elements."""
+    for start in range(0, n, chunk):
+        yield slice(start, min(start + chunk, n))
+
 
 def _check_pair(params: np.ndarray, grad: np.ndarray) -> None:
     if params.shape != grad.shape:
@@ -122,6 +136,101 @@ class Adam:
         np.divide(m, buf, out=buf)
         buf *= self.lr / (1 - b1**t)
         params -= buf
+
+    def state_dict(self) -> dict:
+        state = {"step_count": np.int64(self.step_count)}
+        if self.m is not None:
+            state["m"] = self.m.copy()
+            state["v"] = self.v.copy()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step_count = int(state["step_count"])
+        if "m" in state:
+            self.m = np.array(state["m"])
+            self.v = np.array(state["v"])
+        else:
+            self.m = self.v = None
+
+
+class BurdaAdam:
+    r"""The Adam variant in Burda, Grosse & Salakhutdinov's released IWAE code (2015).
+
+    It differs from :class:`Adam` in five ways, each of which changes the trajectory:
+
+    * :math:`\beta_1 = 0.99` by default (not 0.9);
+    * the second moment starts at **ones**, not zeros (:math:`v_0 = 1`);
+    * :math:`\epsilon = 10^{-4}` is added to :math:`\sqrt{v}` itself, outside the
+      bias correction, which is folded into the step size;
+    * their Theano function applies all updates *simultaneously*, so the parameter
+      update of step t uses the moments **before** step t's gradient enters them (the
+      first step does not move the parameters; each gradient acts one step later);
+    * their objective is the *sum* over the minibatch, ours the mean (nats per
+      datapoint): ``grad_scale`` (the batch size) multiplies our gradient into their
+      units, which matters because :math:`v_0 = 1` and :math:`\epsilon` are not
+      scale-free.
+
+    With :math:`g_t` = ``grad_scale`` times the gradient of the loss at step t = 1, 2, ...:
+
+    .. math::
+        \theta_t = \theta_{t-1} - \alpha_t\,\frac{m_{t-1}}{\sqrt{v_{t-1}} + \epsilon},\qquad
+        \alpha_t = \eta\,\frac{\sqrt{1-\beta_2^{\,t}}}{1-\beta_1^{\,t}},
+
+        m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t,\qquad
+        v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2,\qquad m_0 = 0,\ v_0 = 1.
+
+    (Their code ascends the ELBO; descending our negative ELBO is the same step.)
+    """
+
+    def __init__(self, lr: float = 1e-3, beta1: float = 0.99, beta2: float = 0.999,
+                 eps: float = 1e-4, grad_scale: float = 1.0):
+        if not (np.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a positive number, got {lr!r}")
+        for name, b in (("beta1", beta1), ("beta2", beta2)):
+            if not (0.0 <= b < 1.0):
+                raise ValueError(f"{name} must be in [0, 1), got {b!r}")
+        if not (np.isfinite(eps) and eps > 0):
+            raise ValueError(f"eps must be a positive number, got {eps!r}")
+        if not (np.isfinite(grad_scale) and grad_scale > 0):
+            raise ValueError(f"grad_scale must be a positive number, got {grad_scale!r}")
+        self.lr, self.beta1, self.beta2 = float(lr), float(beta1), float(beta2)
+        self.eps, self.grad_scale = float(eps), float(grad_scale)
+        self.m: np.ndarray | None = None
+        self.v: np.ndarray | None = None
+        self.step_count = 0
+        self._buf: np.ndarray | None = None
+
+    def step(self, params: np.ndarray, grad: np.ndarray) -> None:
+        """Update ``params`` in place from ``grad`` (both flat)."""
+        _check_pair(params, grad)
+        if self.m is None:
+            self.m = np.zeros_like(params)
+            self.v = np.ones_like(params)
+        if self._buf is None or self._buf.dtype != params.dtype:
+            self._buf = np.empty(min(CHUNK, params.size), dtype=params.dtype)
+        self.step_count += 1
+        t = self.step_count
+        alpha = self.lr * math.sqrt(1 - self.beta2**t) / (1 - self.beta1**t)
+        for sl in _chunks(params.size):  # cache-sized pieces: see CHUNK
+            self._update(params[sl], grad[sl], self.m[sl], self.v[sl],
+                         self._buf[:sl.stop - sl.start], alpha)
+
+    def _update(self, params, grad, m, v, buf, alpha: float) -> None:
+        b1, b2, c = self.beta1, self.beta2, self.grad_scale
+        # 1. the parameter step, from the moments as they were before this gradient
+        np.sqrt(v, out=buf)
+        buf += self.eps
+        np.divide(m, buf, out=buf)
+        buf *= alpha
+        params -= buf
+        # 2. then the moments take in this step's gradient (in the units of a batch sum)
+        m *= b1
+        np.multiply(grad, (1 - b1) * c, out=buf)
+        m += buf
+        v *= b2
+        np.multiply(grad, grad, out=buf)
+        buf *= (1 - b2) * c * c
+        v += buf
 
     def state_dict(self) -> dict:
         state = {"step_count": np.int64(self.step_count)}

@@ -46,6 +46,8 @@ from .mlp import MLP
 from .params import ParamDict
 
 KL_MODES = ("analytic", "mc")
+#: what the encoder's second head emits: log sigma^2 itself, or log sigma (log_var = 2 * head)
+ENCODER_SCALES = ("log_var", "log_std")
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
@@ -85,7 +87,7 @@ class ELBOTerms:
 
 
 class VAE:
-    """A VAE with MLP encoder and decoder and hand-written backprop.
+    r"""A VAE with MLP encoder and decoder and hand-written backprop.
 
     Parameters
     ----------
@@ -114,6 +116,11 @@ class VAE:
         Seeds the initialization (``numpy.random.default_rng(seed)``).
     fixed_log_var : float
         The log-variance of the ``"gaussian-fixed"`` likelihood.
+    encoder_scale : ``"log_var"`` or ``"log_std"``
+        What the encoder's second head emits: the log-variance itself (default), or
+        the log standard deviation :math:`s`, with :math:`\log\sigma^2 = 2s` (Burda
+        et al.'s parameterization, :math:`\sigma = e^{s}`). The model is the same; the
+        parameterization, and hence an optimizer's trajectory, differs.
 
     Parameter order
     ---------------
@@ -134,6 +141,7 @@ class VAE:
         dtype: Any = np.float64,
         seed: int = 0,
         fixed_log_var: float = 0.0,
+        encoder_scale: str = "log_var",
     ):
         self.input_dim = positive_int(input_dim, "input_dim")
         self.latent_dim = positive_int(latent_dim, "latent_dim")
@@ -149,6 +157,10 @@ class VAE:
         self.fixed_log_var = float(fixed_log_var)
         self.likelihood = make_likelihood(likelihood, self.fixed_log_var)
         self.activation = activation
+        if encoder_scale not in ENCODER_SCALES:
+            raise ValueError(f"encoder_scale must be one of {ENCODER_SCALES}, "
+                             f"got {encoder_scale!r}")
+        self.encoder_scale = encoder_scale
         self.dtype = _as_dtype(dtype)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -225,6 +237,7 @@ class VAE:
             "dtype": str(self.dtype),
             "seed": self.seed,
             "fixed_log_var": self.fixed_log_var,
+            "encoder_scale": self.encoder_scale,
         }
 
     @classmethod
@@ -236,7 +249,9 @@ class VAE:
             f"VAE(input_dim={self.input_dim}, latent_dim={self.latent_dim}, "
             f"hidden={self.hidden}, decoder_hidden={self.decoder_hidden}, "
             f"likelihood={self.likelihood_name!r}, activation={self.activation!r}, "
-            f"dtype={self.dtype}, n_params={self.n_params})"
+            f"dtype={self.dtype}, n_params={self.n_params}"
+            + (f", encoder_scale={self.encoder_scale!r})" if self.encoder_scale != "log_var"
+               else ")")
         )
 
     # ------------------------------------------------------------------
@@ -296,14 +311,22 @@ class VAE:
     # ------------------------------------------------------------------
 
     def encode(self, x: np.ndarray):
-        """q(z|x): returns ``(mu, log_var, cache)``, each of shape (B, Z)."""
+        """q(z|x): returns ``(mu, log_var, cache)``, each of shape (B, Z).
+
+        With ``encoder_scale="log_std"`` the second head s is doubled: log_var = 2 s.
+        """
         out, cache = self.encoder.forward(self.params, x)
         Z = self.latent_dim
-        return out[:, :Z], out[:, Z:], cache
+        log_var = out[:, Z:] if self.encoder_scale == "log_var" else 2 * out[:, Z:]
+        return out[:, :Z], log_var, cache
 
     def encode_backward(self, d_mu, d_log_var, cache, grads: ParamDict) -> None:
-        """Write the encoder's parameter gradients given dL/dmu and dL/dlog_var."""
-        d_out = np.concatenate([d_mu, d_log_var], axis=1)
+        """Write the encoder's parameter gradients given dL/dmu and dL/dlog_var.
+
+        With ``encoder_scale="log_std"``, dL/ds = 2 dL/dlog_var (log_var = 2 s).
+        """
+        d_head = d_log_var if self.encoder_scale == "log_var" else 2 * d_log_var
+        d_out = np.concatenate([d_mu, d_head], axis=1)
         self.encoder.backward(self.params, d_out, cache, grads, need_dx=False)
 
     def decode(self, z: np.ndarray):

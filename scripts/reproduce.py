@@ -11,11 +11,11 @@ Two experiments:
 
       python scripts/reproduce.py --data-dir DIR [--json out.json]
 
-* ``--burda``: Burda, Grosse & Salakhutdinov (2015)'s model, 784-200-200-50 tanh
-  (their two deterministic hidden layers; minivae's tanh stands in for their
-  tanh units), batch 20, Adam (beta1 0.9, beta2 0.999, eps 1e-4) with their
-  schedule: stage i = 0..7 runs 3**i epochs at lr 1e-3 * 10**(-i/7), 3,280
-  epochs in all. ``--k 1`` trains the VAE (ELBO), ``--k 5``/``--k 50`` the IWAE.
+* ``--burda``: Burda, Grosse & Salakhutdinov (2015)'s model, 784-200-200-50 tanh,
+  trained with the recipe of their released code (:mod:`minivae.burda`: their Adam
+  variant, schedule, fixed minibatch order, initialization, log-std encoder head,
+  Monte Carlo ELBO), 3,280 epochs in all, and evaluated as they evaluate (importance
+  sampling with 5,000 samples). ``--k 1`` trains the VAE, ``--k 5``/``--k 50`` the IWAE.
   It checkpoints into ``--run-dir`` after every epoch (atomically, see
   :mod:`minivae.checkpoint`) and resumes from there when rerun, so it can be
   run ``--max-minutes`` at a time; it evaluates along the way and prints and
@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from peak_memory import peak_rss_mb  # noqa: E402  (scripts/ is on sys.path)
 
-from minivae import VAE, Adam  # noqa: E402
+from minivae import VAE, Adam, burda  # noqa: E402
 from minivae.checkpoint import (  # noqa: E402
     check_architecture,
     load_checkpoint,
@@ -50,7 +50,6 @@ from minivae.checkpoint import (  # noqa: E402
     save_checkpoint,
 )
 from minivae.data import load_binarized_mnist  # noqa: E402
-from minivae.objectives import iwae_loss_and_grad  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -74,6 +73,9 @@ def parse_args(argv=None):
                         "wall time has passed in this invocation")
     p.add_argument("--eval-is-n", type=int, default=1000,
                    help="(--burda) test points for the IS estimate along the curve (the first n)")
+    p.add_argument("--final-k", type=int, default=burda.IS_SAMPLES,
+                   help="(--burda) importance samples per test point in the final evaluation "
+                        "(default: 5000, as Burda et al.)")
     p.add_argument("--final-eval", action="store_true",
                    help="(--burda) when this invocation stops, evaluate the test -ELBO and the "
                         "IS log-likelihood on the whole test set (or --is-n points); with "
@@ -104,17 +106,14 @@ def test_is_ll(model: VAE, x: np.ndarray, k: int, rng: np.random.Generator, batc
     return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v)))
 
 
-def train_epoch(model, opt, x_train, batch, k, rng) -> float:
-    """One pass over ``x_train`` in a random order; the mean training loss."""
+def train_epoch(model, opt, x_train, batch, rng) -> float:
+    """One pass over ``x_train`` in a random order (ELBO, K = 1); the mean training loss."""
     order = rng.permutation(len(x_train))
     total = 0.0
     grad_buffer = model.new_grad()  # one gradient buffer, overwritten by every step
     for s in range(0, len(order), batch):
         xb = x_train[order[s:s + batch]]
-        if k == 1:
-            loss, grads = model.loss_and_grad_sampled(xb, rng, out=grad_buffer)
-        else:
-            loss, grads = iwae_loss_and_grad(model, xb, model.sample_eps(rng, len(xb), k))
+        loss, grads = model.loss_and_grad_sampled(xb, rng, out=grad_buffer)
         if not np.isfinite(loss):
             raise FloatingPointError("non-finite training loss")
         opt.step(model.flat, grads.flat)
@@ -139,7 +138,7 @@ def run_default(args):
     t0 = time.perf_counter()
     history = []
     for epoch in range(1, args.epochs + 1):
-        loss = train_epoch(model, opt, x_train, batch, 1, rng)
+        loss = train_epoch(model, opt, x_train, batch, rng)
         history.append(loss)
         print(f"epoch {epoch:3d}  train -ELBO {loss:9.4f} nats  "
               f"({time.perf_counter() - t0:7.1f} s)", flush=True)
@@ -176,23 +175,13 @@ def run_default(args):
 
 
 # --------------------------------------------------------------------------
-# Burda et al.'s model and schedule, resumable
+# Burda et al.'s model and recipe, resumable
 # --------------------------------------------------------------------------
-
-
-def burda_schedule():
-    """(stage, epoch-within-training, lr) for all 3,280 epochs."""
-    epoch = 0
-    for i in range(8):
-        lr = 1e-3 * 10.0 ** (-i / 7)
-        for _ in range(3**i):
-            epoch += 1
-            yield i, epoch, lr
 
 
 def should_evaluate(epoch: int) -> bool:
     """Evaluate at epochs 1, 2, 3, 5, 8, 13, ... (roughly geometric) and at stage ends."""
-    stage_ends = {sum(3**j for j in range(i + 1)) for i in range(8)}
+    stage_ends = {sum(3**j for j in range(i + 1)) for i in range(burda.N_STAGES)}
     marks = {1, 2, 3, 5, 8, 13, 20, 30, 50, 80, 120, 200, 300, 500, 800, 1200, 2000, 3000}
     return epoch in stage_ends or epoch in marks
 
@@ -204,15 +193,16 @@ def run_burda(args):
         raise SystemExit(f"--k must be >= 1, got {args.k}")
     dtype = np.dtype(args.dtype).type
     x_train, x_test, source = load_data(args, dtype)
-    batch = args.batch or 20
-    model = VAE(784, 50, hidden=(200, 200), activation="tanh", dtype=dtype, seed=args.seed)
-    opt = Adam(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-4)
+    batch = args.batch or burda.BATCH_SIZE
+    model = burda.make_model(x_train, dtype)
+    opt = burda.make_optimizer(batch)
     rng = np.random.default_rng(args.seed)
     eval_rng = np.random.default_rng(args.seed + 1)
+    grads = model.new_grad()
     ckpt_path = os.path.join(args.run_dir, "checkpoint.npz")
     curve_path = os.path.join(args.run_dir, "curve.json")
-    config = {"k": args.k, "batch": batch, "dtype": args.dtype, "seed": args.seed,
-              "model": model.config()}
+    config = {"recipe": "burda2015-released-code", "k": args.k, "batch": batch,
+              "dtype": args.dtype, "seed": args.seed, "model": model.config()}
     done, curve, train_seconds = 0, [], 0.0
     if os.path.exists(ckpt_path):
         ckpt = load_checkpoint(ckpt_path)
@@ -226,10 +216,11 @@ def run_burda(args):
         done, curve = ckpt.meta["epoch"], ckpt.meta["curve"]
         train_seconds = ckpt.meta["train_seconds"]
         print(f"resumed from {ckpt_path} at epoch {done} ({train_seconds / 60:.1f} min trained)")
-    what = "VAE (ELBO)" if args.k == 1 else f"IWAE K={args.k}"
+    what = "VAE (Monte Carlo ELBO)" if args.k == 1 else f"IWAE K={args.k}"
     print(f"data: {source}")
-    print(f"model: {model!r}; {what}, batch {batch}, Adam(0.9, 0.999, eps 1e-4), "
-          f"lr 1e-3*10^(-i/7) for 3^i epochs, i=0..7")
+    print(f"model: {model!r}; {what}, batch {batch} in a fixed order, their Adam "
+          f"(beta1 0.99, beta2 0.999, eps 1e-4 on sqrt(v), v0 = 1, gradient of the batch "
+          f"sum), lr 1e-4*round(10^(1-i/7), 1) for 3^i epochs, i=0..7")
     print(f"{'epoch':>5} {'stage':>5} {'lr':>9} {'train loss':>10} {'test -ELBO':>10} "
           f"{'test IS LL':>10} {'train min':>9}")
     print(f"(test -ELBO over all {len(x_test)} test points; test IS LL = log p(x) by importance "
@@ -237,7 +228,7 @@ def run_burda(args):
     for row in curve:
         print_curve_row(row)
     start = time.perf_counter()
-    for stage, epoch, lr in burda_schedule():
+    for stage, epoch, lr in burda.schedule():
         if epoch <= done:
             continue
         if args.max_minutes is not None and time.perf_counter() - start > 60 * args.max_minutes:
@@ -246,7 +237,8 @@ def run_burda(args):
             break
         opt.lr = lr
         t = time.perf_counter()
-        loss = train_epoch(model, opt, x_train, batch, args.k, rng)
+        loss = burda.train_epoch(model, opt, x_train, rng, k=args.k, batch_size=batch,
+                                 grads=grads)
         train_seconds += time.perf_counter() - t
         done = epoch
         row = {"epoch": epoch, "stage": stage, "lr": lr, "train_loss": loss,
@@ -272,15 +264,16 @@ def run_burda(args):
         # a generator of its own, so evaluating does not change the training stream
         final_rng = np.random.default_rng(args.seed + 2)
         x_is = x_test if args.is_n is None else x_test[:args.is_n]
+        final_k = args.final_k
         t = time.perf_counter()
         neg_elbo = test_neg_elbo(model, x_is, final_rng)
-        ll, ll_se = test_is_ll(model, x_is, args.is_k, final_rng)
-        result["final_eval"] = {"epoch": done, "n": len(x_is), "is_k": args.is_k,
+        ll, ll_se = test_is_ll(model, x_is, final_k, final_rng)
+        result["final_eval"] = {"epoch": done, "n": len(x_is), "is_k": final_k,
                                 "test_neg_elbo": neg_elbo, "test_is_ll": ll,
                                 "test_is_ll_stderr": ll_se,
                                 "seconds": time.perf_counter() - t}
         print(f"epoch {done}, {len(x_is)} test points: test -ELBO {neg_elbo:.3f} nats, "
-              f"IS log p(x) (k={args.is_k}) {ll:.3f} +- {ll_se:.3f} nats")
+              f"IS log p(x) (k={final_k}) {ll:.3f} +- {ll_se:.3f} nats")
     result["peak_rss_mb"] = peak_rss_mb()
     return result
 
