@@ -1,3 +1,5 @@
-from .cli import main
+"""``python -m minivae``: the command line (:mod:`minivae.tool.cli`)."""
+
+from .tool.cli import main
 
 raise SystemExit(main())

@@ -1,6 +1,6 @@
 """Log-densities, KL divergences and sampling, each with its gradients.
 
-Conventions (see the design guide):
+Conventions (the same everywhere in minivae):
 
 * Gaussians are parameterized by a mean and a **log-variance** ``log_var``;
   the standard deviation is ``exp(0.5 * log_var)``, never ``exp(log_var)``.
@@ -16,20 +16,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from .layers import sigmoid, softplus
-
-LOG_2PI = float(np.log(2.0 * np.pi))
-
-
-def sum_last_axis(a):
-    """Sum over the last axis: the same number as ``np.sum(a, axis=-1)``.
-
-    Written as ``np.einsum("...i->...", a)`` only for speed: for the
-    C-contiguous (K, B, D) arrays of a VAE NumPy's einsum is several times
-    faster than ``np.sum(..., axis=-1)`` (see ``scripts/bench.py``).
-    """
-    return np.einsum("...i->...", a)
-
+from .numerics import LOG_2PI, sigmoid, softplus, sum_last_axis
 
 # --------------------------------------------------------------------------
 # Diagonal Gaussian N(x; mean, diag(exp(log_var)))
@@ -71,12 +58,62 @@ def reparameterize(mu, log_var, eps):
     r"""Reparameterization :math:`z = \mu + \sigma \odot \epsilon` with :math:`\sigma = e^{v/2}`.
 
     ``mu`` and ``log_var`` have shape (B, Z), ``eps`` has shape (K, B, Z);
-    returns ``(z, sigma)`` with z of shape (K, B, Z). The Jacobians are
-    :math:`\partial z/\partial\mu = 1` and
-    :math:`\partial z/\partial v = \tfrac12 \sigma \epsilon`.
+    returns ``(z, sigma)`` with z of shape (K, B, Z).
     """
     sigma = np.exp(0.5 * log_var)
     return mu + sigma * eps, sigma
+
+
+def reparameterize_backward(dz, eps, sigma):
+    r"""Gradients through :math:`z = \mu + \sigma\odot\epsilon` (eps held fixed).
+
+    With :math:`\partial z/\partial\mu = 1` and
+    :math:`\partial z/\partial v = \tfrac12\sigma\epsilon` (:math:`\sigma = e^{v/2}`),
+    summed over the K samples that share one (mu, log_var):
+
+    .. math::  \frac{\partial L}{\partial\mu} = \sum_k \frac{\partial L}{\partial z_k},\qquad
+               \frac{\partial L}{\partial v} = \tfrac12\,\sigma\odot
+               \sum_k \frac{\partial L}{\partial z_k}\odot\epsilon_k
+
+    ``dz`` and ``eps`` have shape (K, B, Z), ``sigma`` (B, Z). Returns
+    ``(d_mu, d_log_var)``, each (B, Z).
+    """
+    d_mu = np.sum(dz, axis=0)
+    d_log_var = 0.5 * sigma * np.sum(dz * eps, axis=0)
+    return d_mu, d_log_var
+
+
+def reparameterized_log_q(log_var, eps):
+    r""":math:`\log q(z|x)` at its own reparameterized sample :math:`z = \mu + \sigma\odot\epsilon`.
+
+    Since :math:`(z - \mu)/\sigma = \epsilon` exactly,
+
+    .. math::  \log q(z|x) = -\tfrac12\sum_j\big(\log 2\pi + v_j + \epsilon_j^2\big),
+
+    which needs neither z nor mu. ``log_var`` (B, Z), ``eps`` (K, B, Z); returns (K, B).
+    """
+    return -0.5 * (log_var.shape[-1] * LOG_2PI + sum_last_axis(log_var) + sum_last_axis(eps * eps))
+
+
+def reparameterized_log_q_backward(d_log_q, log_var):
+    r"""Total derivative of :func:`reparameterized_log_q` with respect to (mu, log_var), eps fixed.
+
+    The formula above does not contain mu, and contains :math:`v_j` only in the
+    normalizer, so :math:`d\log q/d\mu = 0` and :math:`d\log q/dv_j = -\tfrac12`.
+    Piece by piece, the same result: the path through z gives
+    :math:`\partial\log q/\partial z = -\epsilon/\sigma`, which times
+    :math:`\partial z/\partial\mu = 1` cancels the explicit (score) term
+    :math:`+\epsilon/\sigma`; times :math:`\partial z/\partial v = \tfrac12\sigma\epsilon`
+    it gives :math:`-\tfrac12\epsilon^2`, which cancels the :math:`\epsilon^2` part of the
+    explicit term :math:`-\tfrac12 + \tfrac12\epsilon^2`, leaving :math:`-\tfrac12`.
+    (Estimators such as "sticking the landing" drop the score part on purpose; their
+    gradient is then no longer the derivative of this function.)
+
+    ``d_log_q`` is :math:`\partial L/\partial\log q` of shape (K, B); returns
+    :math:`\partial L/\partial v` of shape (B, Z) (the gradient for mu is zero).
+    """
+    return np.broadcast_to((-0.5 * np.sum(d_log_q, axis=0))[:, None], log_var.shape).astype(
+        log_var.dtype, copy=True)
 
 
 # --------------------------------------------------------------------------

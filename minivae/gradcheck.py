@@ -114,10 +114,11 @@ def directional_check(
     [x0 - 2hu, x0 + 2hu]; a ReLU kink inside it spoils them. So each estimate is
     made at h and at h/2: if the two disagree by more than ``smooth_tol``
     (relative), the segment crossed a kink and a new direction is drawn with a
-    step four times smaller (at most ``max_redraws`` times; after that the
-    disagreement is reported as the error). A wrong analytic gradient cannot
-    pass this way: the two numerical estimates agree with each other on smooth
-    segments, not with it.
+    step four times smaller (at most ``max_redraws`` times; the last direction is
+    used whatever its smoothness, and its analytic-vs-numerical error is scored
+    like any other, so a kink that is never avoided shows up as a large error,
+    never as a pass). A wrong analytic gradient cannot pass this way: the two
+    numerical estimates agree with each other on smooth segments, not with it.
     """
     if x0.dtype != np.float64:
         raise TypeError(f"finite differences need float64, got {x0.dtype}")

@@ -1,29 +1,34 @@
-"""Decoder likelihoods p(x|z): how the decoder's output becomes a log-density.
+r"""Decoder likelihoods p(x|z): how the decoder's output becomes a log-density.
 
 Each likelihood knows
 
 * ``out_dim(D)``: how many numbers the decoder emits per datapoint;
 * ``param_specs(D)``: extra parameters it owns outside the decoder MLP;
-* ``log_prob(x, out, params)``: log p(x|z) summed over data dimensions, in
+* ``log_lik(x, out, params)``: :math:`\log p(x|z)` summed over data dimensions, in
   nats, for decoder output ``out`` of shape (K, B, out_dim) and data ``x`` of
   shape (B, D); the result has shape (K, B);
-* ``log_prob_grad(x, out, params, weight, grads)``: given ``weight = dL/d
-  log p(x|z)`` of shape (K, B), returns ``dL/d out`` and *writes* (overwrites)
-  the gradients of its own extra parameters into ``grads``;
+* ``log_lik_grad(x, out, params, weight, grads)``: the backward of
+  :math:`\sum_{kb} w_{kb}\log p(x_b|z_{kb})` for ``weight`` w of shape (K, B):
+  returns its gradient with respect to ``out`` and *writes* (overwrites) the
+  gradients of the likelihood's own parameters into ``grads``;
 * ``mean(out, params)``: the mean of p(x|z) (for pictures and samples);
 * ``sample(out, params, rng)``: a draw from p(x|z).
 
-A training step may instead call the pair ``log_prob_and_cache(x, out,
-params) -> (log_prob, cache)`` and ``log_prob_grad_from_cache(x, out, params,
-weight, grads, cache)``, which return the same numbers but let the gradient
-reuse what the log-density computed (the Bernoulli's softplus). By default
-(:class:`Likelihood`) the cache is empty and the gradient is computed afresh.
+A training step calls the pair ``log_lik_and_cache(x, out, params) -> (log_lik,
+cache)`` and ``log_lik_grad_from_cache(x, out, params, weight, grads, cache)``,
+which return the same numbers but let the gradient reuse what the forward computed
+(the Bernoulli's softplus). By default the cache is empty and the gradient is
+computed afresh.
+
+Naming, the same in all of minivae: ``log_lik`` is :math:`\log p(x|z)` (the
+likelihood of the decoder), ``log_marginal`` is :math:`\log p(x)`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .checks import choice
 from .distributions import (
     bernoulli_log_prob,
     bernoulli_log_prob_and_softplus,
@@ -32,13 +37,15 @@ from .distributions import (
     gaussian_log_prob,
     gaussian_log_prob_grad,
 )
-from .layers import sigmoid
+from .numerics import sigmoid
 
 
 class Likelihood:
-    """Defaults shared by the likelihoods: one decoder output per data dimension, no extra
-    parameters, the decoder output is the mean, and a forward/backward pair
-    (``log_prob`` then ``log_prob_grad``) that shares nothing."""
+    """What every likelihood provides (see the module docstring), with the defaults they share:
+    one decoder output per data dimension, no extra parameters, the decoder output is the
+    mean, and a forward/backward pair that shares nothing."""
+
+    name = "likelihood"
 
     def out_dim(self, D: int) -> int:
         return D
@@ -49,16 +56,28 @@ class Likelihood:
     def init_params(self, params, D: int) -> None:
         pass
 
+    def log_lik(self, x, out, params):
+        """log p(x|z) in nats, summed over the last axis: shape out.shape[:-1]."""
+        raise NotImplementedError
+
+    def log_lik_grad(self, x, out, params, weight, grads):
+        """dL/d out for L = sum_kb weight_kb log p(x_b|z_kb); writes own parameter gradients."""
+        raise NotImplementedError
+
     def mean(self, out, params):
         return out
 
-    def log_prob_and_cache(self, x, out, params):
-        """``(log_prob(x, out, params), cache)`` for :meth:`log_prob_grad_from_cache`."""
-        return self.log_prob(x, out, params), None
+    def sample(self, out, params, rng):
+        """A draw x ~ p(x|z) in the dtype of ``out``."""
+        raise NotImplementedError
 
-    def log_prob_grad_from_cache(self, x, out, params, weight, grads, cache):
-        """The same result as ``log_prob_grad(x, out, params, weight, grads)``."""
-        return self.log_prob_grad(x, out, params, weight, grads)
+    def log_lik_and_cache(self, x, out, params):
+        """``(log_lik(x, out, params), cache)`` for :meth:`log_lik_grad_from_cache`."""
+        return self.log_lik(x, out, params), None
+
+    def log_lik_grad_from_cache(self, x, out, params, weight, grads, cache):
+        """The same result as ``log_lik_grad(x, out, params, weight, grads)``."""
+        return self.log_lik_grad(x, out, params, weight, grads)
 
 
 class Bernoulli(Likelihood):
@@ -66,19 +85,19 @@ class Bernoulli(Likelihood):
 
     name = "bernoulli"
 
-    def log_prob(self, x, out, params):
+    def log_lik(self, x, out, params):
         return bernoulli_log_prob(x, out)
 
-    def log_prob_grad(self, x, out, params, weight, grads):
+    def log_lik_grad(self, x, out, params, weight, grads):
         d_out = bernoulli_log_prob_grad(x, out)
         d_out *= weight[..., None]
         return d_out
 
-    def log_prob_and_cache(self, x, out, params):
+    def log_lik_and_cache(self, x, out, params):
         """log p(x|z) and softplus(logits), from which the gradient gets sigmoid(logits)."""
         return bernoulli_log_prob_and_softplus(x, out)
 
-    def log_prob_grad_from_cache(self, x, out, params, weight, grads, cache):
+    def log_lik_grad_from_cache(self, x, out, params, weight, grads, cache):
         d_out = bernoulli_log_prob_grad_from_softplus(x, out, cache)
         d_out *= weight[..., None]
         return d_out
@@ -107,11 +126,11 @@ class GaussianHeteroscedastic(Likelihood):
         D = out.shape[-1] // 2
         return out[..., :D], out[..., D:]
 
-    def log_prob(self, x, out, params):
+    def log_lik(self, x, out, params):
         mean, log_var = self._split(out)
         return gaussian_log_prob(x, mean, log_var)
 
-    def log_prob_grad(self, x, out, params, weight, grads):
+    def log_lik_grad(self, x, out, params, weight, grads):
         mean, log_var = self._split(out)
         d_mean, d_log_var, _ = gaussian_log_prob_grad(x, mean, log_var)
         w = weight[..., None]
@@ -144,10 +163,10 @@ class GaussianSharedVariance(Likelihood):
     def init_params(self, params, D: int) -> None:
         params["decoder.log_var"][...] = 0.0
 
-    def log_prob(self, x, out, params):
+    def log_lik(self, x, out, params):
         return gaussian_log_prob(x, out, params["decoder.log_var"])
 
-    def log_prob_grad(self, x, out, params, weight, grads):
+    def log_lik_grad(self, x, out, params, weight, grads):
         log_var = params["decoder.log_var"]
         d_mean, d_log_var, _ = gaussian_log_prob_grad(x, out, log_var)
         w = weight[..., None]
@@ -186,10 +205,10 @@ class GaussianFixedVariance(Likelihood):
             raise ValueError(f"fixed_log_var must be finite, got {log_var!r}")
         self.log_var = float(log_var)
 
-    def log_prob(self, x, out, params):
+    def log_lik(self, x, out, params):
         return gaussian_log_prob(x, out, out.dtype.type(self.log_var))
 
-    def log_prob_grad(self, x, out, params, weight, grads):
+    def log_lik_grad(self, x, out, params, weight, grads):
         d_mean, _, _ = gaussian_log_prob_grad(x, out, out.dtype.type(self.log_var))
         return d_mean * weight[..., None]
 
@@ -207,10 +226,9 @@ LIKELIHOODS = {
 }
 
 
-def make_likelihood(name: str, fixed_log_var: float = 0.0):
+def make_likelihood(name: str, fixed_log_var: float = 0.0) -> Likelihood:
     """Build a likelihood by name (one of :data:`LIKELIHOODS`)."""
-    if not isinstance(name, str) or name not in LIKELIHOODS:
-        raise ValueError(f"likelihood must be one of {sorted(LIKELIHOODS)}, got {name!r}")
+    choice(name, LIKELIHOODS, "likelihood")
     if name == "gaussian-fixed":
         return GaussianFixedVariance(fixed_log_var)
     return LIKELIHOODS[name]()

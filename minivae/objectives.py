@@ -1,8 +1,8 @@
 r"""Objectives beyond the ELBO: the IWAE bound, the score-function gradient, log p(x) estimates.
 
 Everything here is in nats per datapoint and builds on the stages of
-:class:`minivae.vae.VAE` (encode, decode, log_px and their backwards), so a
-reader can follow the same arrows as in the ELBO.
+:meth:`minivae.vae.VAE.forward` (encode, reparameterize, decode, log p(x|z)) and its
+backward stages, so a reader can follow the same arrows as in the ELBO.
 
 The central quantity is the log importance weight of sample k for datapoint b,
 
@@ -23,8 +23,8 @@ Contents
 --------
 :func:`log_importance_weights`, :func:`iwae_loss_and_grad`,
 :func:`iwae_elbo_identity_gap`, :func:`score_function_grad`,
-:func:`importance_sampled_log_likelihood`, :func:`prior_sampling_log_likelihood`,
-:class:`LogLikelihoodEstimate`.
+:func:`importance_sampled_log_marginal`, :func:`prior_sampling_log_marginal`,
+:class:`LogMarginalEstimate`.
 """
 
 from __future__ import annotations
@@ -33,17 +33,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .checks import choice, generator, positive_int
 from .distributions import (
-    gaussian_log_prob,
     kl_diag_standard_normal,
     kl_diag_standard_normal_grad,
-    reparameterize,
+    reparameterize_backward,
+    reparameterized_log_q,
+    reparameterized_log_q_backward,
     standard_normal_log_prob,
 )
 from .numerics import logmeanexp
 from .params import ParamDict
-from .vae import KL_MODES, VAE, positive_int
+from .vae import KL_MODES, VAE, Forward
 
+#: the training objectives: the ELBO (:meth:`VAE.loss_and_grad`) and the IWAE bound
+OBJECTIVES = ("elbo", "iwae")
+#: baselines of the score-function estimator (see :func:`_baseline`)
 BASELINES = ("none", "batch-mean", "leave-one-out")
 
 # Elements of the largest per-chunk array (decoder output, hidden activations) that the
@@ -56,25 +61,20 @@ _CHUNK_BUDGET = 2**22
 # ----------------------------------------------------------------------------------------
 
 
-def _forward(model: VAE, x: np.ndarray, eps: np.ndarray):
-    """Shared forward pass: log w of shape (K, B) plus everything the backward needs."""
-    mu, log_var, enc_cache = model.encode(x)
-    z, sigma = reparameterize(mu, log_var, eps)
-    out, dec_cache = model.decode(z)
-    log_px = model.log_px(x, out)  # (K, B)
-    # log p(z) and log q(z|x) are evaluated at the samples (no closed-form KL anywhere):
-    # that is what makes L_K a bound on log p(x) for every K.
-    log_w = log_px + standard_normal_log_prob(z) - gaussian_log_prob(z, mu, log_var)
-    cache = (mu, log_var, enc_cache, z, sigma, out, dec_cache)
-    return log_w, cache
-
-
-def _check_inputs(model: VAE, x, eps) -> tuple[np.ndarray, np.ndarray]:
+def _check_model(model) -> VAE:
     if not isinstance(model, VAE):
         raise TypeError(f"model must be a minivae.VAE, got {type(model).__name__}")
-    x = model.check_x(x)
-    eps = model.check_eps(eps, x.shape[0])
-    return x, eps
+    return model
+
+
+def _log_weights(fwd: Forward) -> np.ndarray:
+    """log w = log p(x|z) + log p(z) - log q(z|x) at the samples of ``fwd``, shape (K, B).
+
+    log p(z) and log q(z|x) are evaluated at the samples (no closed-form KL anywhere):
+    that is what makes L_K a bound on log p(x) for every K.
+    """
+    return (fwd.log_lik + standard_normal_log_prob(fwd.z)
+            - reparameterized_log_q(fwd.log_var, fwd.eps))
 
 
 def log_importance_weights(model: VAE, x: np.ndarray, eps: np.ndarray) -> np.ndarray:
@@ -83,8 +83,7 @@ def log_importance_weights(model: VAE, x: np.ndarray, eps: np.ndarray) -> np.nda
     .. math::  \log w_{kb} = \log p(x_b|z_{kb}) + \log p(z_{kb}) - \log q(z_{kb}|x_b),
                \quad z_{kb} = \mu(x_b) + \sigma(x_b)\odot\epsilon_{kb}
     """
-    x, eps = _check_inputs(model, x, eps)
-    return _forward(model, x, eps)[0]
+    return _log_weights(_check_model(model).forward(x, eps))
 
 
 def _softmax_over_k(log_w: np.ndarray) -> np.ndarray:
@@ -120,44 +119,23 @@ def iwae_loss_and_grad(model: VAE, x: np.ndarray, eps: np.ndarray,
     training loop that reuses ``model.new_grad()``), else a new
     :class:`~minivae.params.ParamDict`.
     """
-    x, eps = _check_inputs(model, x, eps)
-    log_w, cache = _forward(model, x, eps)
-    mu, log_var, enc_cache, z, sigma, dec_out, dec_cache = cache
-    K, B = log_w.shape
+    fwd = _check_model(model).forward(x, eps)
+    log_w = _log_weights(fwd)
     loss = float(-np.mean(logmeanexp(log_w, axis=0)))
 
     # dloss/dlog w_kb = -wtilde_kb / B. Everything below multiplies this upstream
     # gradient into the three terms of log w.
-    g = -_softmax_over_k(log_w) / B  # (K, B), model dtype
+    g = -_softmax_over_k(log_w) / fwd.B  # (K, B), model dtype
     grads = model.grad_out(out)
-
-    # (1) log p(x|z): the likelihood and decoder backward with weight g, giving the
-    #     decoder's parameter gradients and dloss/dz through the decoder.
-    d_out = model.likelihood.log_prob_grad(x, dec_out, model.params, g, grads)
-    dz = model.decode_backward(d_out, dec_cache, grads)
-
-    # (2) log p(z) = -0.5 |z|^2 + const, so d log p(z)/dz = -z.
-    dz += g[..., None] * (-z)
-
-    # (3) log q(z|x) at z = mu + sigma*eps. Its *total* derivative (the sum of the path
-    #     through z and the explicit dependence on (mu, log_var)) is what the loss, as a
-    #     function of phi with eps fixed, sees. Substituting z - mu = sigma*eps:
-    #         log q = sum_j -0.5 (log 2pi + log_var_j + eps_j^2),
-    #     which does not depend on mu at all and depends on log_var_j only through the
-    #     -0.5 log_var_j normalizer. (Piece by piece: the path through z gives
-    #     dlog q/dz = -eps/sigma; times dz/dmu = 1 it cancels the explicit (score) term
-    #     +eps/sigma; times dz/dlog_var = 0.5 sigma eps it gives -0.5 eps^2, which cancels
-    #     the eps^2 part of the explicit term -0.5 + 0.5 eps^2, leaving -0.5.) So -log q
-    #     contributes +0.5 per log_var_j, weighted by g; the normalized weights sum to one
-    #     over k, leaving -0.5 / B. We keep this exact total derivative (estimators such as
-    #     "sticking the landing" drop the score part on purpose; then the gradient is no
-    #     longer that of this loss and finite differences could not check it).
-    d_log_var_q = 0.5 * np.sum(g, axis=0)[:, None] * np.ones_like(log_var)
-
-    # Through the reparameterization z = mu + sigma*eps: dz/dmu = 1, dz/dlog_var = 0.5 sigma eps.
-    d_mu = np.sum(dz, axis=0)
-    d_log_var = 0.5 * sigma * np.sum(dz * eps, axis=0) + d_log_var_q
-    model.encode_backward(d_mu, d_log_var, enc_cache, grads)
+    # (1) log p(x|z): through the likelihood and the decoder, giving dloss/dz
+    dz = model.log_lik_backward(fwd, g, grads)
+    # (2) log p(z) = -0.5 |z|^2 + const, so d log p(z)/dz = -z
+    dz += g[..., None] * (-fwd.z)
+    d_mu, d_log_var = reparameterize_backward(dz, fwd.eps, fwd.sigma)
+    # (3) -log q(z|x) at its own sample: its total derivative is -1/2 per log_var
+    #     (see reparameterized_log_q_backward), weighted by dloss/dlog q = -g
+    d_log_var += reparameterized_log_q_backward(-g, fwd.log_var)
+    model.encode_backward(d_mu, d_log_var, fwd.enc_cache, grads)
     return loss, grads
 
 
@@ -174,7 +152,7 @@ def iwae_elbo_identity_gap(model: VAE, x: np.ndarray, eps: np.ndarray) -> float:
     ``eps[k:k+1]``. Returns the largest absolute difference in nats per datapoint
     (roundoff, about 1e-13 in float64, when both are right).
     """
-    x, eps = _check_inputs(model, x, eps)
+    _check_model(model)
     worst = 0.0
     for k in range(eps.shape[0]):
         e = eps[k : k + 1]
@@ -257,26 +235,21 @@ def score_function_grad(
     Returns ``(loss, grads)``: the negative ELBO at these samples (nats per
     datapoint, the same number ``model.loss(x, eps, kl=kl)`` gives) and the gradient.
     """
-    if kl not in KL_MODES:
-        raise ValueError(f"kl must be one of {KL_MODES}, got {kl!r}")
-    if baseline not in BASELINES:
-        raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
-    x, eps = _check_inputs(model, x, eps)
-    log_w, cache = _forward(model, x, eps)
-    mu, log_var, enc_cache, z, sigma, out, dec_cache = cache
+    choice(kl, KL_MODES, "kl")
+    choice(baseline, BASELINES, "baseline")
+    fwd = _check_model(model).forward(x, eps)
+    log_w = _log_weights(fwd)
+    mu, log_var, eps, sigma = fwd.mu, fwd.log_var, fwd.eps, fwd.sigma
     K, B = log_w.shape
     grads = model.new_grad()
 
-    # Decoder: the direct gradient of -mean log p(x|z) at the samples (decode_backward
+    # Decoder: the direct gradient of -mean log p(x|z) at the samples (log_lik_backward
     # also returns dloss/dz, which a score-function estimator deliberately ignores).
-    weight = np.full((K, B), -1.0 / (K * B), dtype=model.dtype)
-    d_out = model.likelihood.log_prob_grad(x, out, model.params, weight, grads)
-    model.decode_backward(d_out, dec_cache, grads)
+    model.log_lik_backward(fwd, np.full((K, B), -1.0 / (K * B), dtype=model.dtype), grads)
 
-    log_px = model.log_px(x, out)
     if kl == "analytic":
-        f = log_px
-        loss = float(np.mean(-np.mean(log_px, axis=0) + kl_diag_standard_normal(mu, log_var)))
+        f = fwd.log_lik
+        loss = float(np.mean(-np.mean(f, axis=0) + kl_diag_standard_normal(mu, log_var)))
     else:
         f = log_w
         loss = float(-np.mean(log_w))
@@ -294,7 +267,7 @@ def score_function_grad(
         g_mu, g_log_var = kl_diag_standard_normal_grad(mu, log_var)
         d_mu += g_mu / B
         d_log_var += g_log_var / B
-    model.encode_backward(d_mu, d_log_var, enc_cache, grads)
+    model.encode_backward(d_mu, d_log_var, fwd.enc_cache, grads)
     return loss, grads
 
 
@@ -304,7 +277,7 @@ def score_function_grad(
 
 
 @dataclass
-class LogLikelihoodEstimate:
+class LogMarginalEstimate:
     r"""Per-datapoint Monte Carlo estimates of log p(x), in nats.
 
     Attributes
@@ -387,7 +360,7 @@ class _StreamingLogMeanExp:
         self.m = new_m
         self.n += a.shape[0]
 
-    def result(self, method: str) -> LogLikelihoodEstimate:
+    def result(self, method: str) -> LogMarginalEstimate:
         n = self.n
         mean_w = self.s1 / n  # in units of e^m
         values = self.m + np.log(mean_w)
@@ -397,17 +370,13 @@ class _StreamingLogMeanExp:
             stderr = np.sqrt(var_w / n) / mean_w
         else:
             stderr = np.full_like(values, np.nan)
-        return LogLikelihoodEstimate(values, stderr, n, method)
+        return LogMarginalEstimate(values, stderr, n, method)
 
 
 def _resolve_rng(rng) -> np.random.Generator:
     # Randomness is explicit: None means a *fresh* generator with the fixed, documented
     # seed 0 (never NumPy's global state), so that an evaluation repeats exactly.
-    if rng is None:
-        return np.random.default_rng(0)
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}")
-    return rng
+    return np.random.default_rng(0) if rng is None else generator(rng, allow_none=True)
 
 
 def _default_chunk(model: VAE, batch: int, k: int) -> int:
@@ -422,9 +391,7 @@ def _chunks(k: int, chunk_size: int):
 
 
 def _setup(model, x, k, rng, chunk_size):
-    if not isinstance(model, VAE):
-        raise TypeError(f"model must be a minivae.VAE, got {type(model).__name__}")
-    x = model.check_x(x)
+    x = _check_model(model).check_x(x)
     k = positive_int(k, "k")
     rng = _resolve_rng(rng)
     if chunk_size is None:
@@ -433,13 +400,13 @@ def _setup(model, x, k, rng, chunk_size):
     return x, k, rng, chunk_size
 
 
-def importance_sampled_log_likelihood(
+def importance_sampled_log_marginal(
     model: VAE,
     x: np.ndarray,
     k: int = 5000,
     rng: np.random.Generator | None = None,
     chunk_size: int | None = None,
-) -> LogLikelihoodEstimate:
+) -> LogMarginalEstimate:
     r"""Importance-sampling estimate of log p(x) with q(z|x) as the proposal.
 
     .. math::
@@ -470,30 +437,25 @@ def importance_sampled_log_likelihood(
 
     Returns
     -------
-    LogLikelihoodEstimate
+    LogMarginalEstimate
         ``values`` and delta-method ``stderr`` per datapoint, ``mean``, ``mean_stderr``.
     """
     x, k, rng, chunk_size = _setup(model, x, k, rng, chunk_size)
     B = x.shape[0]
-    mu, log_var, _ = model.encode(x)  # q(z|x) is the same for every chunk
+    encoded = model.encode(x)  # q(z|x) is the same for every chunk
     acc = _StreamingLogMeanExp(B)
     for c in _chunks(k, chunk_size):
-        eps = model.sample_eps(rng, B, c)
-        z, _ = reparameterize(mu, log_var, eps)
-        out, _ = model.decode(z)
-        log_w = (model.log_px(x, out) + standard_normal_log_prob(z)
-                 - gaussian_log_prob(z, mu, log_var))
-        acc.update(log_w)
+        acc.update(_log_weights(model.forward(x, model.sample_eps(rng, B, c), encoded)))
     return acc.result("importance")
 
 
-def prior_sampling_log_likelihood(
+def prior_sampling_log_marginal(
     model: VAE,
     x: np.ndarray,
     m: int,
     rng: np.random.Generator | None = None,
     chunk_size: int | None = None,
-) -> LogLikelihoodEstimate:
+) -> LogMarginalEstimate:
     r"""The naive estimate of log p(x) by sampling the prior.
 
     .. math::  \log\hat p(x_b) = \log\frac1M\sum_{i=1}^M p(x_b|z_{ib}),\qquad z_{ib}\sim N(0, I),
@@ -503,7 +465,7 @@ def prior_sampling_log_likelihood(
     for real models it badly underestimates log p(x) unless M is astronomically
     large. Each datapoint gets its own independent draws. ``rng=None`` means
     ``numpy.random.default_rng(0)``; chunking as in
-    :func:`importance_sampled_log_likelihood`.
+    :func:`importance_sampled_log_marginal`.
     """
     x, m, rng, chunk_size = _setup(model, x, m, rng, chunk_size)
     B = x.shape[0]
@@ -511,5 +473,5 @@ def prior_sampling_log_likelihood(
     for c in _chunks(m, chunk_size):
         z = model.sample_eps(rng, B, c)  # standard normal, shape (c, B, Z): draws from p(z)
         out, _ = model.decode(z)
-        acc.update(model.log_px(x, out))
+        acc.update(model.log_lik(x, out))
     return acc.result("prior")

@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from .checks import choice
+
 #: Elements per chunk of an elementwise optimizer update. The update makes about a dozen
 #: passes over its arrays; done chunk by chunk, all of them stay in the core's cache
 #: instead of streaming the whole vector from memory a dozen times (measured on the
@@ -248,10 +250,11 @@ class BurdaAdam:
             self.m = self.v = None
 
 
+#: the optimizers :func:`make_optimizer` builds by name
+OPTIMIZERS = ("adam", "sgd")
+
+
 def make_optimizer(name: str, lr: float, **kwargs):
     """Build ``"adam"`` or ``"sgd"`` by name."""
-    if name == "adam":
-        return Adam(lr=lr, **kwargs)
-    if name == "sgd":
-        return SGD(lr=lr, **kwargs)
-    raise ValueError(f"optimizer must be 'adam' or 'sgd', got {name!r}")
+    choice(name, OPTIMIZERS, "optimizer")
+    return Adam(lr=lr, **kwargs) if name == "adam" else SGD(lr=lr, **kwargs)

@@ -15,12 +15,14 @@ where :math:`\mathrm{KL}_b` is either the closed form
 :math:`\mathrm{KL}(q(z|x_b)\,\|\,N(0,I))` or its Monte Carlo estimate
 :math:`\frac1K\sum_k[\log q(z_{kb}|x_b) - \log p(z_{kb})]` at the same samples.
 
-Data flow (each arrow one method below)::
+Data flow (each arrow one method below; :meth:`VAE.forward` runs the top line once and
+returns every intermediate as a :class:`Forward`, which every objective shares)::
 
-    x -> encode -> (mu, log_var) -> z = mu + sigma*eps -> decode -> likelihood params
-      -> log p(x|z), KL -> loss
-    backward: dL/d(decoder out) -> decode_backward -> dz -> (dmu, dlog_var) (+ KL's own
-      gradient) -> encode_backward
+    x -> encode -> (mu, log_var) -> z = mu + sigma*eps -> decode -> decoder output
+      -> log p(x|z) (the likelihood); KL(q || p(z)) -> loss
+    backward: log_lik_backward (likelihood, then decoder) -> dz
+      -> reparameterize_backward -> (dmu, dlog_var) (+ the KL's own gradient)
+      -> encode_backward
 
 Given ``eps`` the loss is a deterministic function of the parameters, which is
 what lets :mod:`minivae.gradcheck` verify the whole gradient by finite
@@ -34,38 +36,57 @@ from typing import Any
 
 import numpy as np
 
+from .checks import choice, float_dtype, generator, positive_int
 from .distributions import (
-    gaussian_log_prob,
     kl_diag_standard_normal_grad,
     kl_diag_standard_normal_per_dim,
     reparameterize,
+    reparameterize_backward,
+    reparameterized_log_q,
+    reparameterized_log_q_backward,
     standard_normal_log_prob,
 )
 from .likelihoods import LIKELIHOODS, make_likelihood
 from .mlp import MLP
 from .params import ParamDict
 
+#: how the ELBO's KL term is computed: closed form, or Monte Carlo at the same samples
 KL_MODES = ("analytic", "mc")
 #: what the encoder's second head emits: log sigma^2 itself, or log sigma (log_var = 2 * head)
 ENCODER_SCALES = ("log_var", "log_std")
-_DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
-def _as_dtype(dtype) -> np.dtype:
-    try:
-        dt = np.dtype(dtype)
-    except TypeError as exc:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from exc
-    if dt not in (np.float32, np.float64):
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
-    return dt
+@dataclass
+class Forward:
+    r"""Everything one pass x -> q(z|x) -> z -> p(x|z) computed (see :meth:`VAE.forward`).
 
+    Shapes: ``x`` (B, D); ``eps`` and ``z`` (K, B, Z); ``mu``, ``log_var``, ``sigma``
+    (B, Z); ``dec_out`` (K, B, out_dim), the decoder's output (the likelihood's
+    parameters); ``log_lik`` (K, B), :math:`\log p(x_b|z_{kb})` in nats. The caches
+    are what the backward passes need.
+    """
 
-def positive_int(value, name: str) -> int:
-    """``value`` as an int if it is a positive integer (not a bool), else a ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    x: np.ndarray
+    eps: np.ndarray
+    mu: np.ndarray
+    log_var: np.ndarray
+    sigma: np.ndarray
+    z: np.ndarray
+    dec_out: np.ndarray
+    log_lik: np.ndarray
+    enc_cache: Any
+    dec_cache: Any
+    lik_cache: Any
+
+    @property
+    def K(self) -> int:
+        """Samples of z per datapoint."""
+        return self.eps.shape[0]
+
+    @property
+    def B(self) -> int:
+        """Datapoints in the batch."""
+        return self.eps.shape[1]
 
 
 @dataclass
@@ -151,17 +172,12 @@ class VAE:
             if decoder_hidden is None
             else self._widths(decoder_hidden, "decoder_hidden")
         )
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {sorted(LIKELIHOODS)}, got {likelihood!r}")
-        self.likelihood_name = likelihood
+        self.likelihood_name = choice(likelihood, LIKELIHOODS, "likelihood")
         self.fixed_log_var = float(fixed_log_var)
         self.likelihood = make_likelihood(likelihood, self.fixed_log_var)
         self.activation = activation
-        if encoder_scale not in ENCODER_SCALES:
-            raise ValueError(f"encoder_scale must be one of {ENCODER_SCALES}, "
-                             f"got {encoder_scale!r}")
-        self.encoder_scale = encoder_scale
-        self.dtype = _as_dtype(dtype)
+        self.encoder_scale = choice(encoder_scale, ENCODER_SCALES, "encoder_scale")
+        self.dtype = float_dtype(dtype)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         self.seed = int(seed)
@@ -292,8 +308,7 @@ class VAE:
 
     @staticmethod
     def _check_kl(kl: str, beta: float) -> float:
-        if kl not in KL_MODES:
-            raise ValueError(f"kl must be one of {KL_MODES}, got {kl!r}")
+        choice(kl, KL_MODES, "kl")
         beta = float(beta)
         if not np.isfinite(beta) or beta < 0:
             raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
@@ -301,8 +316,7 @@ class VAE:
 
     def sample_eps(self, rng: np.random.Generator, batch: int, k: int = 1) -> np.ndarray:
         """Standard-normal noise of shape (k, batch, Z) in the model's dtype."""
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        generator(rng)
         k = positive_int(k, "k")
         return rng.standard_normal((k, batch, self.latent_dim), dtype=self.dtype)
 
@@ -347,37 +361,60 @@ class VAE:
         )
         return dz.reshape(*lead, self.latent_dim)
 
-    def log_px(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """log p(x|z) in nats, summed over data dimensions: shape out.shape[:-1]."""
-        return self.likelihood.log_prob(x, out, self.params)
+    def log_lik(self, x: np.ndarray, dec_out: np.ndarray) -> np.ndarray:
+        """log p(x|z) in nats, summed over data dimensions: shape dec_out.shape[:-1]."""
+        return self.likelihood.log_lik(x, dec_out, self.params)
+
+    def forward(self, x: np.ndarray, eps: np.ndarray, encoded=None) -> Forward:
+        """The whole top line of the data flow, once: encode, reparameterize, decode, log p(x|z).
+
+        ``x`` (B, D) and ``eps`` (K, B, Z) are checked (shape, dtype, finite). Every
+        objective (the ELBO here; the IWAE bound, the score-function gradient and the
+        log p(x) estimates in :mod:`minivae.objectives`) starts from this result.
+        ``encoded``, the ``(mu, log_var, cache)`` of an earlier ``encode(x)``, skips
+        the encoder (an estimate of log p(x) draws many chunks of eps for one x).
+        """
+        x = self.check_x(x)
+        eps = self.check_eps(eps, x.shape[0])
+        mu, log_var, enc_cache = self.encode(x) if encoded is None else encoded
+        z, sigma = reparameterize(mu, log_var, eps)
+        dec_out, dec_cache = self.decode(z)
+        # lik_cache keeps what the likelihood's gradient can reuse (the Bernoulli's softplus)
+        log_lik, lik_cache = self.likelihood.log_lik_and_cache(x, dec_out, self.params)
+        return Forward(x, eps, mu, log_var, sigma, z, dec_out, log_lik, enc_cache, dec_cache,
+                       lik_cache)
+
+    def log_lik_backward(self, fwd: Forward, weight: np.ndarray, grads: ParamDict) -> np.ndarray:
+        r"""Backward of :math:`\sum_{k,b} w_{kb}\log p(x_b|z_{kb})` through likelihood and decoder.
+
+        ``weight`` (K, B) is :math:`\partial L/\partial\log p(x_b|z_{kb})`. Writes the
+        decoder's (and the likelihood's own) parameter gradients into ``grads`` and
+        returns :math:`\partial L/\partial z` of shape (K, B, Z).
+        """
+        d_out = self.likelihood.log_lik_grad_from_cache(
+            fwd.x, fwd.dec_out, self.params, weight, grads, fwd.lik_cache)
+        return self.decode_backward(d_out, fwd.dec_cache, grads)
 
     # ------------------------------------------------------------------
     # The negative ELBO and its gradient
     # ------------------------------------------------------------------
 
-    def _forward(self, x, eps, kl: str):
-        mu, log_var, enc_cache = self.encode(x)
-        z, sigma = reparameterize(mu, log_var, eps)
-        out, dec_cache = self.decode(z)
-        # log p(x|z), shape (K, B); lik_cache keeps what its gradient can reuse
-        log_px, lik_cache = self.likelihood.log_prob_and_cache(x, out, self.params)
-        kl_per_dim = kl_diag_standard_normal_per_dim(mu, log_var)  # (B, Z)
+    @staticmethod
+    def _kl_terms(fwd: Forward, kl: str):
+        """The closed-form KL per dimension (B, Z), and the KL term as computed (B,)."""
+        kl_per_dim = kl_diag_standard_normal_per_dim(fwd.mu, fwd.log_var)
         if kl == "analytic":
-            kl_term = np.sum(kl_per_dim, axis=1)
-        else:
-            # log q(z|x) - log p(z) at the same samples, averaged over K
-            log_q = gaussian_log_prob(z, mu, log_var)
-            kl_term = np.mean(log_q - standard_normal_log_prob(z), axis=0)
-        recon = -np.mean(log_px, axis=0)
-        cache = (mu, log_var, enc_cache, z, sigma, out, dec_cache, lik_cache)
-        return recon, kl_term, kl_per_dim, cache
+            return kl_per_dim, np.sum(kl_per_dim, axis=1)
+        # log q(z|x) - log p(z) at the same samples, averaged over K
+        log_q = reparameterized_log_q(fwd.log_var, fwd.eps)
+        return kl_per_dim, np.mean(log_q - standard_normal_log_prob(fwd.z), axis=0)
 
     def elbo_terms(self, x, eps, *, kl: str = "analytic", beta: float = 1.0) -> ELBOTerms:
         """The reconstruction and KL parts of the negative ELBO (see :class:`ELBOTerms`)."""
         beta = self._check_kl(kl, beta)
-        x = self.check_x(x)
-        eps = self.check_eps(eps, x.shape[0])
-        recon, kl_term, kl_per_dim, _ = self._forward(x, eps, kl)
+        fwd = self.forward(x, eps)
+        kl_per_dim, kl_term = self._kl_terms(fwd, kl)
+        recon = -np.mean(fwd.log_lik, axis=0)
         loss = float(np.mean(recon + beta * kl_term))
         return ELBOTerms(recon, kl_term, kl_per_dim, loss, beta)
 
@@ -414,38 +451,29 @@ class VAE:
             ``model.params``; ``grads.flat`` lines up with ``model.flat``.
         """
         beta = self._check_kl(kl, beta)
-        x = self.check_x(x)
-        eps = self.check_eps(eps, x.shape[0])
-        recon, kl_term, _, cache = self._forward(x, eps, kl)
+        fwd = self.forward(x, eps)
+        _, kl_term = self._kl_terms(fwd, kl)
+        recon = -np.mean(fwd.log_lik, axis=0)
         loss = float(np.mean(recon + beta * kl_term))
-
-        mu, log_var, enc_cache, z, sigma, dec_out, dec_cache, lik_cache = cache
-        K, B = eps.shape[0], eps.shape[1]
+        K, B = fwd.K, fwd.B
         grads = self.grad_out(out)
 
-        # reconstruction: loss contains -(1/(K B)) sum_{k,b} log p(x_b | z_kb)
-        weight = np.full((K, B), -1.0 / (K * B), dtype=self.dtype)
-        d_out = self.likelihood.log_prob_grad_from_cache(
-            x, dec_out, self.params, weight, grads, lik_cache
-        )
-        dz = self.decode_backward(d_out, dec_cache, grads)
-
+        # reconstruction: the loss contains -(1/(K B)) sum_{k,b} log p(x_b | z_kb)
+        dz = self.log_lik_backward(fwd, np.full((K, B), -1.0 / (K * B), dtype=self.dtype), grads)
         if kl == "mc":
-            # -log p(z) = 0.5 z^2 + const adds beta/(K B) * z to dL/dz.
-            dz += (beta / (K * B)) * z
-        # Through z = mu + sigma * eps: dz/dmu = 1, dz/dlog_var = 0.5 * sigma * eps.
-        d_mu = np.sum(dz, axis=0)
-        d_log_var = 0.5 * sigma * np.sum(dz * eps, axis=0)
+            # the KL term is (beta/(K B)) sum_kb [log q(z_kb) - log p(z_kb)]; -log p(z) =
+            # 0.5 |z|^2 + const adds (beta/(K B)) z to dL/dz
+            dz += (beta / (K * B)) * fwd.z
+        d_mu, d_log_var = reparameterize_backward(dz, fwd.eps, fwd.sigma)
         if kl == "analytic":
-            g_mu, g_log_var = kl_diag_standard_normal_grad(mu, log_var)
+            g_mu, g_log_var = kl_diag_standard_normal_grad(fwd.mu, fwd.log_var)
             d_mu += (beta / B) * g_mu
             d_log_var += (beta / B) * g_log_var
         else:
-            # log q(z|x) at z = mu + sigma*eps equals sum_j -0.5 (log 2pi + log_var_j + eps_j^2)
-            # exactly, so its total derivative is -0.5 per log_var_j and 0 wrt mu; summed
-            # over the K samples and scaled by beta/(K B) that is -0.5 beta / B.
-            d_log_var -= 0.5 * beta / B
-        self.encode_backward(d_mu, d_log_var, enc_cache, grads)
+            # ... and +log q(z|x) at its own sample, whose total derivative is -1/2 per log_var
+            d_log_var += reparameterized_log_q_backward(
+                np.full((K, B), beta / (K * B), dtype=self.dtype), fwd.log_var)
+        self.encode_backward(d_mu, d_log_var, fwd.enc_cache, grads)
         return loss, grads
 
     def loss_and_grad_sampled(
@@ -498,18 +526,6 @@ class VAE:
         if mean:
             return self.likelihood.mean(out, self.params)
         return self.likelihood.sample(out, self.params, rng)
-
-    def log_likelihood(self, x, k: int = 5000, *, rng: np.random.Generator | None = None,
-                       chunk_size: int | None = None):
-        """Importance-sampled estimate of log p(x) per datapoint, with q(z|x) as the proposal.
-
-        Delegates to :func:`minivae.objectives.importance_sampled_log_likelihood`
-        (imported here, at call time, because objectives are built on top of
-        this class); see that function for the estimator and its standard error.
-        """
-        from .objectives import importance_sampled_log_likelihood
-
-        return importance_sampled_log_likelihood(self, x, k=k, rng=rng, chunk_size=chunk_size)
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         """Mean of p(x|z) at z = mu(x): a picture of the reconstruction (not an ELBO)."""

@@ -44,9 +44,9 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from minivae import VAE  # noqa: E402
-from minivae.data import synthetic_bars  # noqa: E402
 from minivae.objectives import score_function_grad  # noqa: E402
 from minivae.optim import Adam  # noqa: E402
+from minivae.tool.data import synthetic_bars  # noqa: E402
 
 Estimator = Callable[[VAE, np.ndarray, np.ndarray], np.ndarray]
 
@@ -95,7 +95,7 @@ def load_data(data_dir: str | None, rng: np.random.Generator, n_train: int):
     """(x_train, x_batch_pool, description): binarized MNIST if data_dir is given, else bars."""
     if data_dir is None:
         x = synthetic_bars(n_train + 1000, rng)
-        return x[:n_train], x[n_train:], "synthetic bars 8x8 (minivae.data.synthetic_bars)"
+        return x[:n_train], x[n_train:], "synthetic bars 8x8 (minivae.tool.data.synthetic_bars)"
     path = os.path.join(data_dir, "binarized_mnist.npz")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--data-dir: expected {path} (binarized MNIST), not found")

@@ -14,7 +14,7 @@ C = W W^T + sigma^2 I.
 Model: a VAE with an affine encoder and an affine decoder (``hidden=()``), trained by
 Adam on the negative ELBO (``VAE.loss_and_grad``, reparameterized, closed-form KL). Its
 marginal is exact, N(b, A A^T + Sigma), with A the decoder's weights and Sigma its noise,
-so its log-likelihood is computed exactly (:class:`minivae.exact.LinearGaussian`), and so
+so its log-likelihood is computed exactly (:class:`minivae.theory.exact.LinearGaussian`), and so
 is its ELBO (the closed form of the ELBO for the encoder's diagonal Gaussian q).
 
 Three likelihoods are trained, because they answer different questions:
@@ -45,7 +45,7 @@ import time
 import numpy as np
 
 from minivae import VAE, Adam
-from minivae.exact import LinearGaussian
+from minivae.theory.exact import LinearGaussian
 
 LOG_2PI = float(np.log(2 * np.pi))
 

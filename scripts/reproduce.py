@@ -12,12 +12,12 @@ Two experiments:
       python scripts/reproduce.py --data-dir DIR [--json out.json]
 
 * ``--burda``: Burda, Grosse & Salakhutdinov (2015)'s model, 784-200-200-50 tanh,
-  trained with the recipe of their released code (:mod:`minivae.burda`: their Adam
+  trained with the recipe of their released code (:mod:`minivae.tool.burda`: their Adam
   variant, schedule, fixed minibatch order, initialization, log-std encoder head,
   Monte Carlo ELBO), 3,280 epochs in all, and evaluated as they evaluate (importance
   sampling with 5,000 samples). ``--k 1`` trains the VAE, ``--k 5``/``--k 50`` the IWAE.
   It checkpoints into ``--run-dir`` after every epoch (atomically, see
-  :mod:`minivae.checkpoint`) and resumes from there when rerun, so it can be
+  :mod:`minivae.tool.checkpoint`) and resumes from there when rerun, so it can be
   run ``--max-minutes`` at a time; it evaluates along the way and prints and
   stores the curve (``curve.json`` in the run directory)::
 
@@ -42,14 +42,16 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from peak_memory import peak_rss_mb  # noqa: E402  (scripts/ is on sys.path)
 
-from minivae import VAE, Adam, burda  # noqa: E402
-from minivae.checkpoint import (  # noqa: E402
+from minivae import VAE, Adam  # noqa: E402
+from minivae.objectives import importance_sampled_log_marginal  # noqa: E402
+from minivae.tool import burda  # noqa: E402
+from minivae.tool.checkpoint import (  # noqa: E402
     check_architecture,
     load_checkpoint,
     param_specs_json,
     save_checkpoint,
 )
-from minivae.data import load_binarized_mnist  # noqa: E402
+from minivae.tool.data import load_binarized_mnist  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -101,7 +103,7 @@ def test_is_ll(model: VAE, x: np.ndarray, k: int, rng: np.random.Generator, batc
     """Importance-sampled log p(x) (k samples per point): mean and its standard error."""
     values = []
     for s in range(0, len(x), batch):
-        values.append(model.log_likelihood(x[s:s + batch], k=k, rng=rng).values)
+        values.append(importance_sampled_log_marginal(model, x[s:s + batch], k=k, rng=rng).values)
     v = np.concatenate(values)
     return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v)))
 

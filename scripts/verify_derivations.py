@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from minivae.cli import main
+from minivae.tool.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["verify", *sys.argv[1:]]))

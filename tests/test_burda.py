@@ -12,10 +12,11 @@ import math
 import numpy as np
 import pytest
 
-from minivae import VAE, burda
+from minivae import VAE
 from minivae.gradcheck import model_gradcheck
 from minivae.objectives import iwae_loss_and_grad
 from minivae.optim import CHUNK, BurdaAdam
+from minivae.tool import burda
 
 A = np.array([[3.0, 0.5, 0.0], [0.5, 1.0, 0.2], [0.0, 0.2, 0.5]])
 B = np.array([1.0, -2.0, 0.5])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from minivae import VAE, Adam
-from minivae.checkpoint import (
+from minivae.tool.checkpoint import (
     CheckpointError,
     check_architecture,
     load_checkpoint,

@@ -8,8 +8,8 @@ import urllib.error
 import numpy as np
 import pytest
 
-from minivae import data
-from minivae.data import (
+from minivae.tool import data
+from minivae.tool.data import (
     binarize,
     check_likelihood_data,
     load_binarized_mnist,
@@ -223,7 +223,7 @@ def test_digits_split_fixed_by_seed():
     assert a.train.min() == 0 and a.train.max() == 1 and a.image_shape == (8, 8)
 
 
-def test_linear_gaussian_exact_log_prob_matches_a_fitted_gaussian():
+def test_linear_gaussian_exact_log_marginal_matches_a_fitted_gaussian():
     ds = load_linear_gaussian(seed=3, dim=5, latent_dim=2, n_train=20000)
     x = ds.train
     mean, cov = x.mean(0), np.cov(x.T)
@@ -231,7 +231,7 @@ def test_linear_gaussian_exact_log_prob_matches_a_fitted_gaussian():
     _, logdet = np.linalg.slogdet(cov)
     fitted = -0.5 * (5 * np.log(2 * np.pi) + logdet
                      + np.einsum("nd,de,ne->n", diff, np.linalg.inv(cov), diff))
-    exact = ds.exact_log_prob(ds.test)
+    exact = ds.exact_log_marginal(ds.test)
     assert exact.shape == (len(ds.test),)
     assert abs(exact.mean() - fitted.mean()) < 0.05
 

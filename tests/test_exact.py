@@ -16,9 +16,9 @@ import scipy.stats
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minivae.exact import GaussianMixture, LinearGaussian
 from minivae.gradcheck import directional_derivative, rel_error
-from minivae.identities import random_linear_gaussian, random_mixture
+from minivae.theory.exact import GaussianMixture, LinearGaussian
+from minivae.theory.identities import random_linear_gaussian, random_mixture
 
 GRAD_TOL = 1e-6
 

@@ -15,8 +15,8 @@ from minivae.distributions import (
     bernoulli_log_prob_grad_from_softplus,
     sum_last_axis,
 )
-from minivae.layers import sigmoid, softplus
 from minivae.likelihoods import LIKELIHOODS, make_likelihood
+from minivae.numerics import sigmoid, softplus
 
 
 def test_softplus_and_sigmoid_match_the_textbook_formulas():
@@ -48,7 +48,7 @@ def test_bernoulli_fused_forward_and_gradient_match_the_plain_ones():
 
 
 @pytest.mark.parametrize("name", sorted(LIKELIHOODS))
-def test_likelihood_cache_pair_matches_log_prob_and_log_prob_grad(name):
+def test_likelihood_cache_pair_matches_log_lik_and_log_lik_grad(name):
     rng = np.random.default_rng(1)
     lik = make_likelihood(name, fixed_log_var=-0.3)
     D = 6
@@ -56,11 +56,11 @@ def test_likelihood_cache_pair_matches_log_prob_and_log_prob_grad(name):
     out = rng.standard_normal((2, 3, lik.out_dim(D)))
     x = (rng.random((3, D)) < 0.5).astype(np.float64)
     weight = rng.standard_normal((2, 3))
-    log_p, cache = lik.log_prob_and_cache(x, out, model.params)
-    np.testing.assert_allclose(log_p, lik.log_prob(x, out, model.params), rtol=1e-14)
+    log_p, cache = lik.log_lik_and_cache(x, out, model.params)
+    np.testing.assert_allclose(log_p, lik.log_lik(x, out, model.params), rtol=1e-14)
     g1, g2 = model.new_grad(), model.new_grad()
-    d1 = lik.log_prob_grad(x, out, model.params, weight, g1)
-    d2 = lik.log_prob_grad_from_cache(x, out, model.params, weight, g2, cache)
+    d1 = lik.log_lik_grad(x, out, model.params, weight, g1)
+    d2 = lik.log_lik_grad_from_cache(x, out, model.params, weight, g2, cache)
     np.testing.assert_allclose(d2, d1, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(g2.flat, g1.flat, rtol=1e-12, atol=1e-15)
 

@@ -15,25 +15,25 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from minivae.exact import LinearGaussian
-from minivae.identities import (
+from minivae.theory.exact import LinearGaussian
+from minivae.theory.identities import (
     IDENTITIES,
     Problem,
     default_problem,
-    identity_1,
-    identity_2,
-    identity_3,
-    identity_4,
-    identity_5,
-    identity_6,
-    identity_7,
-    identity_8,
-    identity_9,
-    identity_10,
-    identity_11,
-    identity_12,
+    elbo_below_log_marginal,
+    elbo_gradient_at_posterior,
+    elbo_tight_at_posterior,
+    fisher_identity,
+    gap_is_kl_to_posterior,
+    gradient_estimators_unbiased,
+    iwae_bounds,
+    jensen_gap,
     make_problem,
+    mean_field_optimum,
+    naive_estimator_biased_low,
+    prior_sampling_marginal,
     run_all,
+    three_forms_of_elbo,
 )
 
 Z_TOL_TESTS = 5.0
@@ -58,37 +58,37 @@ def _ok(result):
 
 @given(problems, seeds)
 def test_1_elbo_below_log_px(problem, seed):
-    _ok(identity_1(problem, np.random.default_rng(seed), n_q=10))
+    _ok(elbo_below_log_marginal(problem, np.random.default_rng(seed), n_q=10))
 
 
 @given(problems, seeds)
 def test_2_gap_is_kl_to_posterior(problem, seed):
-    _ok(identity_2(problem, np.random.default_rng(seed), n_q=5))
+    _ok(gap_is_kl_to_posterior(problem, np.random.default_rng(seed), n_q=5))
 
 
 @given(problems, seeds)
 def test_3_equality_at_the_posterior(problem, seed):
-    _ok(identity_3(problem, np.random.default_rng(seed)))
+    _ok(elbo_tight_at_posterior(problem, np.random.default_rng(seed)))
 
 
 @given(problems, seeds)
 def test_4_three_forms_agree(problem, seed):
-    _ok(identity_4(problem, np.random.default_rng(seed), n_mc=5000, z_tol=Z_TOL_TESTS))
+    _ok(three_forms_of_elbo(problem, np.random.default_rng(seed), n_mc=5000, z_tol=Z_TOL_TESTS))
 
 
 @given(problems, seeds)
 def test_5_jensen_gap(problem, seed):
-    _ok(identity_5(problem, np.random.default_rng(seed), n_mc=5000, z_tol=Z_TOL_TESTS))
+    _ok(jensen_gap(problem, np.random.default_rng(seed), n_mc=5000, z_tol=Z_TOL_TESTS))
 
 
 @given(problems)
 def test_8_elbo_gradient_at_posterior(problem):
-    _ok(identity_8(problem, np.random.default_rng(0)))
+    _ok(elbo_gradient_at_posterior(problem, np.random.default_rng(0)))
 
 
 @given(problems)
 def test_9_mean_field_optimum(problem):
-    _ok(identity_9(problem, np.random.default_rng(0)))
+    _ok(mean_field_optimum(problem, np.random.default_rng(0)))
 
 
 # --------------------------------------------------------------------------
@@ -103,30 +103,32 @@ def test_6_naive_estimator_biased_low_and_consistent(problem, seed):
     # is a poor proposal, i.e. when the posterior is far from the prior (> 1 nat away).
     Z = problem.model.Z
     assume(problem.model.kl_to_posterior(problem.x, np.zeros(Z), np.eye(Z)) > 1.0)
-    _ok(identity_6(problem, np.random.default_rng(seed), ms=(1, 10, 100), reps=300,
+    _ok(naive_estimator_biased_low(problem, np.random.default_rng(seed), ms=(1, 10, 100), reps=300,
                    z_tol=Z_TOL_TESTS))
 
 
 @given(problems, seeds)
 def test_7_fisher_identity(problem, seed):
-    _ok(identity_7(problem, np.random.default_rng(seed), n_mc=5000, z_tol=Z_TOL_TESTS))
+    _ok(fisher_identity(problem, np.random.default_rng(seed), n_mc=5000, z_tol=Z_TOL_TESTS))
 
 
 @given(problems, seeds)
 def test_10_monte_carlo_marginal(problem, seed):
-    _ok(identity_10(problem, np.random.default_rng(seed), n_mc=20000, z_tol=Z_TOL_TESTS))
+    _ok(prior_sampling_marginal(problem, np.random.default_rng(seed), n_mc=20000,
+                                z_tol=Z_TOL_TESTS))
 
 
 @settings(max_examples=5)
 @given(problems, seeds)
 def test_11_iwae_bound_monotone_and_tight(problem, seed):
-    _ok(identity_11(problem, np.random.default_rng(seed), ks=(1, 10, 100), reps=200,
+    _ok(iwae_bounds(problem, np.random.default_rng(seed), ks=(1, 10, 100), reps=200,
                     z_tol=Z_TOL_TESTS))
 
 
 @given(problems, seeds)
 def test_12_reparameterized_and_score_function_unbiased(problem, seed):
-    result = identity_12(problem, np.random.default_rng(seed), n_mc=20000, z_tol=Z_TOL_TESTS)
+    result = gradient_estimators_unbiased(problem, np.random.default_rng(seed), n_mc=20000,
+                                          z_tol=Z_TOL_TESTS)
     _ok(result)
     # The pathwise estimator is the low-variance one on these models.
     assert result.details["variance_ratio_score_over_reparam"] > 1.0
@@ -168,13 +170,14 @@ def _with_model(problem: Problem, cls) -> Problem:
 def test_planted_bugs_are_caught():
     problem = default_problem(0)
     rng = np.random.default_rng
-    assert not identity_2(_with_model(problem, _KLSignFlipped), rng(1)).passed
-    assert not identity_3(_with_model(problem, _KLSignFlipped), rng(1)).passed
+    assert not gap_is_kl_to_posterior(_with_model(problem, _KLSignFlipped), rng(1)).passed
+    assert not elbo_tight_at_posterior(_with_model(problem, _KLSignFlipped), rng(1)).passed
     # the stationary point is unchanged by a factor of two, so identity 9 cannot see it,
     # but the gradient estimators do not average to the wrong "exact" gradient:
-    assert not identity_12(_with_model(problem, _HalfMissingInLogVarGrad), rng(1)).passed
+    assert not gradient_estimators_unbiased(_with_model(problem, _HalfMissingInLogVarGrad),
+                                            rng(1)).passed
     # a std/variance mix-up makes the Monte Carlo L_1 disagree with the closed-form ELBO
-    assert not identity_11(_with_model(problem, _StdAsExpLogVar), rng(1)).passed
+    assert not iwae_bounds(_with_model(problem, _StdAsExpLogVar), rng(1)).passed
 
 
 # --------------------------------------------------------------------------

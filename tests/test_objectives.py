@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 from minivae import VAE, likelihoods
 from minivae.gradcheck import model_gradcheck
 from minivae.objectives import (
-    LogLikelihoodEstimate,
-    importance_sampled_log_likelihood,
+    LogMarginalEstimate,
+    importance_sampled_log_marginal,
     iwae_elbo_identity_gap,
     iwae_loss,
     iwae_loss_and_grad,
     log_importance_weights,
-    prior_sampling_log_likelihood,
+    prior_sampling_log_marginal,
     score_function_grad,
 )
 
@@ -226,8 +226,8 @@ def test_importance_sampling_matches_exact_log_px(likelihood):
     rng = np.random.default_rng(8)
     x = sample_linear_gaussian(model, rng, 6)
     exact = exact_log_px(model, x)
-    est = model.log_likelihood(x, k=5000, rng=rng, chunk_size=1024)
-    assert isinstance(est, LogLikelihoodEstimate)
+    est = importance_sampled_log_marginal(model, x, k=5000, rng=rng, chunk_size=1024)
+    assert isinstance(est, LogMarginalEstimate)
     assert est.values.shape == est.stderr.shape == (6,)
     assert np.all(np.abs(est.values - exact) <= 4 * est.stderr), (est.values - exact, est.stderr)
     assert abs(est.mean - exact.mean()) <= 4 * est.mean_stderr
@@ -243,7 +243,7 @@ def test_importance_sampling_stderr_is_calibrated():
     model = linear_gaussian_vae(D=5, Z=2, seed=9)
     rng = np.random.default_rng(10)
     x = sample_linear_gaussian(model, rng, 3)
-    reps = [importance_sampled_log_likelihood(model, x, k=200, rng=rng) for _ in range(300)]
+    reps = [importance_sampled_log_marginal(model, x, k=200, rng=rng) for _ in range(300)]
     empirical = np.std([r.values for r in reps], axis=0, ddof=1)
     reported = np.mean([r.stderr for r in reps], axis=0)
     # 300 repeats: the empirical sd is within about +-10% of the truth (sd/sqrt(2*299) ~ 4%)
@@ -255,10 +255,10 @@ def test_prior_sampling_estimate_is_consistent_but_noisier():
     rng = np.random.default_rng(12)
     x = sample_linear_gaussian(model, rng, 4)
     exact = exact_log_px(model, x)
-    prior = prior_sampling_log_likelihood(model, x, 20000, rng)
+    prior = prior_sampling_log_marginal(model, x, 20000, rng)
     assert np.all(np.abs(prior.values - exact) <= 5 * prior.stderr), (prior.values - exact,
                                                                        prior.stderr)
-    importance = importance_sampled_log_likelihood(model, x, k=20000, rng=rng)
+    importance = importance_sampled_log_marginal(model, x, k=20000, rng=rng)
     assert np.all(importance.stderr < prior.stderr)
 
 
@@ -267,7 +267,7 @@ def test_is_estimate_at_least_elbo_at_same_samples():
     model = VAE(8, 3, hidden=(6,), seed=13)
     rng = np.random.default_rng(14)
     x = make_data(rng, "bernoulli", 5, 8)
-    est = importance_sampled_log_likelihood(model, x, k=300, rng=np.random.default_rng(3))
+    est = importance_sampled_log_marginal(model, x, k=300, rng=np.random.default_rng(3))
     eps = model.sample_eps(np.random.default_rng(3), 5, 300)  # the same stream
     elbo = np.mean(log_importance_weights(model, x, eps), axis=0)
     assert np.all(est.values >= elbo)
@@ -278,8 +278,8 @@ def test_is_estimate_at_least_elbo_at_same_samples():
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("estimator", [importance_sampled_log_likelihood,
-                                       prior_sampling_log_likelihood])
+@pytest.mark.parametrize("estimator", [importance_sampled_log_marginal,
+                                       prior_sampling_log_marginal])
 def test_chunked_equals_unchunked(estimator):
     model = VAE(7, 2, hidden=(5,), seed=15)
     x = make_data(np.random.default_rng(16), "bernoulli", 3, 7)
@@ -294,8 +294,8 @@ def test_default_rng_is_fixed_seed_and_global_state_untouched():
     model = VAE(5, 2, hidden=(4,), seed=17)
     x = make_data(np.random.default_rng(18), "bernoulli", 2, 5)
     state = np.random.get_state()[1].copy()  # noqa: NPY002 (checking it is untouched)
-    a = model.log_likelihood(x, k=100)
-    b = importance_sampled_log_likelihood(model, x, k=100, rng=np.random.default_rng(0))
+    a = importance_sampled_log_marginal(model, x, k=100)
+    b = importance_sampled_log_marginal(model, x, k=100, rng=np.random.default_rng(0))
     np.testing.assert_array_equal(a.values, b.values)
     np.testing.assert_array_equal(np.random.get_state()[1], state)  # noqa: NPY002
 
@@ -309,7 +309,7 @@ def test_float32_model_keeps_its_dtype():
     assert grads.flat.dtype == np.float32 and np.isfinite(loss)
     _, grads = score_function_grad(model, x, eps, baseline="leave-one-out")
     assert grads.flat.dtype == np.float32
-    est = model.log_likelihood(x, k=50, rng=rng)
+    est = importance_sampled_log_marginal(model, x, k=50, rng=rng)
     assert est.values.dtype == np.float64  # reported statistics are accumulated in float64
     assert np.all(np.isfinite(est.values))
 
@@ -394,7 +394,7 @@ def test_score_function_is_the_gradient_of_its_surrogate(kl, baseline):
     eps = rng.standard_normal((4, 3, 2))
     mu, log_var, _ = model.encode(x)
     z = mu + np.exp(0.5 * log_var) * eps  # frozen samples
-    log_px = model.log_px(x, model.decode(z)[0])
+    log_px = model.log_lik(x, model.decode(z)[0])
     log_w = log_px - 0.5 * np.sum(z * z + np.log(2 * np.pi), -1) - gaussian_log_prob(z, mu, log_var)
     f = log_px if kl == "analytic" else log_w
     coef = f - reference_baseline(f, baseline)  # frozen
@@ -403,7 +403,7 @@ def test_score_function_is_the_gradient_of_its_surrogate(kl, baseline):
     def surrogate(m, x_, eps_):
         mu_, log_var_, _ = m.encode(x_)
         log_q = gaussian_log_prob(z, mu_, log_var_)
-        log_p = m.log_px(x_, m.decode(z)[0])
+        log_p = m.log_lik(x_, m.decode(z)[0])
         value = -np.sum(coef * log_q + log_p) / (K * B)
         if kl == "analytic":
             value += np.mean(kl_diag_standard_normal(mu_, log_var_))
@@ -454,15 +454,15 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="leave-one-out.*K >= 2"):
         score_function_grad(model, x, eps[:1], baseline="leave-one-out")
     with pytest.raises(ValueError, match="k must be a positive integer"):
-        model.log_likelihood(x, k=0)
+        importance_sampled_log_marginal(model, x, k=0)
     with pytest.raises(ValueError, match="k must be a positive integer"):
-        model.log_likelihood(x, k=10.5)
+        importance_sampled_log_marginal(model, x, k=10.5)
     with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
-        model.log_likelihood(x, k=10, chunk_size=0)
+        importance_sampled_log_marginal(model, x, k=10, chunk_size=0)
     with pytest.raises(TypeError, match="rng must be a numpy.random.Generator"):
-        model.log_likelihood(x, k=10, rng=42)
+        importance_sampled_log_marginal(model, x, k=10, rng=42)
     with pytest.raises(ValueError, match="x must have shape"):
-        prior_sampling_log_likelihood(model, x[:, :3], 10, rng)
+        prior_sampling_log_marginal(model, x[:, :3], 10, rng)
 
 
 # ---------------------------------------------------------------------------------------

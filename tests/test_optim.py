@@ -116,7 +116,7 @@ def test_optimizer_errors():
         Adam(beta2=1.0)
     with pytest.raises(ValueError, match="momentum must be in"):
         SGD(momentum=-0.1)
-    with pytest.raises(ValueError, match="optimizer must be 'adam' or 'sgd'"):
+    with pytest.raises(ValueError, match=r"optimizer must be one of \('adam', 'sgd'\)"):
         make_optimizer("rmsprop", 1e-3)
     theta = np.zeros(3)
     with pytest.raises(ValueError, match="does not match parameters"):

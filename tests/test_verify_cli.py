@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minivae.cli import build_parser, main
-from minivae.exact import LinearGaussian
+from minivae.theory.exact import LinearGaussian
+from minivae.tool.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 

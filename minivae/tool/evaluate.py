@@ -5,7 +5,7 @@
 * the negative ELBO (z sampled from q(z|x), closed-form KL, beta = 1), with its
   reconstruction and KL parts and the standard error over datapoints;
 * the importance-sampled estimate of log p(x) with k samples per datapoint
-  (Burda et al. 2015; :func:`minivae.objectives.importance_sampled_log_likelihood`),
+  (Burda et al. 2015; :func:`minivae.objectives.importance_sampled_log_marginal`),
   with two standard errors: the Monte Carlo one for these datapoints, and the one
   over datapoints (as an estimate of the population mean);
 * for the linear-Gaussian dataset, the exact log p(x) beside them.
@@ -20,11 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..objectives import importance_sampled_log_marginal
+from ..vae import VAE
 from . import figures
 from .checkpoint import Checkpoint, check_architecture, load_checkpoint
+from .data import binarize
 from .diagnostics import active_units, evaluate_elbo, latent_means
 from .train import RunDir, TrainConfig, load_data
-from .vae import VAE
 
 
 def load_run(path, which: str = "best") -> tuple[TrainConfig, VAE, Checkpoint]:
@@ -66,10 +68,10 @@ class Evaluation:
     kl: float
     active_units: int
     k: int | None = None
-    log_likelihood: float | None = None
-    log_likelihood_mc_stderr: float | None = None
-    log_likelihood_data_stderr: float | None = None
-    exact_log_likelihood: float | None = None
+    log_marginal: float | None = None
+    log_marginal_mc_stderr: float | None = None
+    log_marginal_data_stderr: float | None = None
+    exact_log_marginal: float | None = None
     seconds: float = 0.0
 
 
@@ -88,8 +90,6 @@ def evaluate_run(path, *, which: str = "best", split: str = "test", k: int = 100
     data = load_data(config)
     x = getattr(data, split)
     if split == "train" and data.dynamic:
-        from .data import binarize
-
         x = binarize(x, np.random.default_rng([config.data_seed, 8]))
     if n is not None:
         if n < 1:
@@ -107,23 +107,19 @@ def evaluate_run(path, *, which: str = "best", split: str = "test", k: int = 100
              f"+- is the standard error over datapoints); active units "
              f"{result.active_units}/{model.latent_dim}")
     if k > 0:
-        try:
-            values, stderrs = _importance_sampled(model, x, k, rng, batch_size)
-        except ImportError:
-            print_fn("IS log-likelihood skipped: minivae.objectives is not available")
-        else:
-            result.k = k
-            result.log_likelihood = float(values.mean())
-            result.log_likelihood_mc_stderr = float(np.sqrt(np.sum(stderrs**2)) / len(values))
-            result.log_likelihood_data_stderr = (
-                float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0)
-            print_fn(f"log p(x) (importance sampling, k={k}) {result.log_likelihood:.3f} nats "
-                     f"per datapoint; Monte Carlo standard error "
-                     f"{result.log_likelihood_mc_stderr:.3f}, standard error over datapoints "
-                     f"{result.log_likelihood_data_stderr:.3f}")
-    if data.dataset.exact_log_prob is not None:
-        result.exact_log_likelihood = float(np.mean(data.dataset.exact_log_prob(x)))
-        print_fn(f"exact log p(x) {result.exact_log_likelihood:.3f} nats per datapoint "
+        values, stderrs = _importance_sampled(model, x, k, rng, batch_size)
+        result.k = k
+        result.log_marginal = float(values.mean())
+        result.log_marginal_mc_stderr = float(np.sqrt(np.sum(stderrs**2)) / len(values))
+        result.log_marginal_data_stderr = (
+            float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0)
+        print_fn(f"log p(x) (importance sampling, k={k}) {result.log_marginal:.3f} nats "
+                 f"per datapoint; Monte Carlo standard error "
+                 f"{result.log_marginal_mc_stderr:.3f}, standard error over datapoints "
+                 f"{result.log_marginal_data_stderr:.3f}")
+    if data.dataset.exact_log_marginal is not None:
+        result.exact_log_marginal = float(np.mean(data.dataset.exact_log_marginal(x)))
+        print_fn(f"exact log p(x) {result.exact_log_marginal:.3f} nats per datapoint "
                  f"(the true model that generated the data)")
     result.seconds = time.perf_counter() - t0
     print_fn(f"({result.seconds:.1f} s)")
@@ -136,11 +132,9 @@ def evaluate_run(path, *, which: str = "best", split: str = "test", k: int = 100
 
 def _importance_sampled(model: VAE, x: np.ndarray, k: int, rng, batch_size: int):
     """Per-datapoint IS estimates and their standard errors, batch by batch."""
-    from .objectives import importance_sampled_log_likelihood
-
     values, stderrs = [], []
     for s in range(0, len(x), batch_size):
-        est = importance_sampled_log_likelihood(model, x[s:s + batch_size], k=k, rng=rng)
+        est = importance_sampled_log_marginal(model, x[s:s + batch_size], k=k, rng=rng)
         values.append(est.values)
         stderrs.append(est.stderr)
     return np.concatenate(values).astype(np.float64), np.concatenate(stderrs).astype(np.float64)

@@ -1,16 +1,29 @@
 """Command line: ``python -m minivae COMMAND ...`` (also the ``minivae`` console script).
 
-Commands: ``train``, ``evaluate``, ``sample``, ``gradcheck``. Each command's
-logic lives in its module (:mod:`minivae.train`, :mod:`minivae.evaluate`,
-:mod:`minivae.diagnostics`); this file only parses options.
+Commands: ``train``, ``evaluate``, ``sample``, ``gradcheck``, ``verify``. Each command's
+logic lives in its module (:mod:`minivae.tool.train`, :mod:`minivae.tool.evaluate`,
+:mod:`minivae.tool.diagnostics`, :mod:`minivae.theory.verify`); this file only parses
+options. Every list of choices comes from the library's own constants.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from . import __version__, verify
+from .. import __version__
+from ..checks import DTYPES
+from ..layers import ACTIVATIONS
+from ..likelihoods import LIKELIHOODS
+from ..objectives import OBJECTIVES
+from ..optim import OPTIMIZERS
+from ..theory import verify
+from ..vae import KL_MODES
+from .data import BINARIZE_MODES, DATASETS
+from .diagnostics import gradcheck_configuration
+from .evaluate import evaluate_run, sample_run
+from .train import TrainConfig, next_run_dir, train
 
 _TRAIN_HELP = """\
 Train a VAE and write a run directory: config.json, metrics.jsonl (one JSON line per
@@ -26,10 +39,6 @@ saved at the step boundary; continue with --resume RUN_DIR)."""
 
 
 def _add_train(sub) -> None:
-    from .data import BINARIZE_MODES, DATASETS
-    from .likelihoods import LIKELIHOODS
-    from .train import OBJECTIVES, TrainConfig
-
     d = TrainConfig()
     p = sub.add_parser("train", help="train a VAE (default: digits, needs scikit-learn)",
                        description=_TRAIN_HELP,
@@ -63,10 +72,9 @@ def _add_train(sub) -> None:
                    help=f"latent dimensions (default: {d.latent_dim})")
     g.add_argument("--likelihood", choices=sorted(LIKELIHOODS), default=None,
                    help=f"decoder distribution p(x|z) (default: {d.likelihood})")
-    g.add_argument("--activation", default=None,
-                   choices=("relu", "leaky_relu", "tanh", "sigmoid", "softplus"),
+    g.add_argument("--activation", default=None, choices=sorted(ACTIVATIONS),
                    help=f"hidden-layer nonlinearity (default: {d.activation})")
-    g.add_argument("--dtype", choices=("float32", "float64"), default=None,
+    g.add_argument("--dtype", choices=DTYPES, default=None,
                    help=f"floating-point type of the model and data (default: {d.dtype})")
     g = p.add_argument_group("objective")
     g.add_argument("--objective", choices=OBJECTIVES, default=None,
@@ -74,7 +82,7 @@ def _add_train(sub) -> None:
                    f"(default: {d.objective})")
     g.add_argument("--k", type=int, default=None, metavar="K",
                    help=f"samples of z per datapoint per step (default: {d.k})")
-    g.add_argument("--kl", choices=("analytic", "mc"), default=None,
+    g.add_argument("--kl", choices=KL_MODES, default=None,
                    help=f"KL term in closed form or by Monte Carlo at the same samples "
                    f"(default: {d.kl})")
     g.add_argument("--beta", type=float, default=None,
@@ -84,7 +92,7 @@ def _add_train(sub) -> None:
                    help=f"raise the KL weight linearly from 0 to --beta over this many epochs "
                    f"(default: {d.warmup_epochs:g} = no warm-up)")
     g = p.add_argument_group("optimization")
-    g.add_argument("--optimizer", choices=("adam", "sgd"), default=None,
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
                    help=f"optimizer (default: {d.optimizer})")
     g.add_argument("--lr", type=float, default=None,
                    help=f"learning rate (default: {d.lr:g})")
@@ -119,8 +127,6 @@ _TRAIN_OPTIONS = ("dataset", "data_dir", "data_seed", "binarize", "hidden", "dec
 
 
 def _run_train(args) -> int:
-    from .train import TrainConfig, next_run_dir, train
-
     given = {name: getattr(args, name) for name in _TRAIN_OPTIONS
              if getattr(args, name) is not None}
     if args.no_pictures:
@@ -166,8 +172,6 @@ def _add_evaluate(sub) -> None:
 
 
 def _run_evaluate(args) -> int:
-    from .evaluate import evaluate_run
-
     evaluate_run(args.run_dir, which=args.checkpoint, split=args.split, k=args.k, n=args.n,
                  batch_size=args.batch_size, seed=args.seed, data_dir=args.data_dir)
     return 0
@@ -190,10 +194,6 @@ def _add_sample(sub) -> None:
 
 
 def _run_sample(args) -> int:
-    from pathlib import Path
-
-    from .evaluate import sample_run
-
     out = args.out
     if out is None:
         base = Path(args.run_dir)
@@ -204,8 +204,6 @@ def _run_sample(args) -> int:
 
 
 def _add_gradcheck(sub) -> None:
-    from .likelihoods import LIKELIHOODS
-
     p = sub.add_parser(
         "gradcheck", help="finite-difference check of a model's gradient",
         description="Build a small float64 model, draw x and eps, and compare the analytic "
@@ -222,12 +220,11 @@ def _add_gradcheck(sub) -> None:
                    help="decoder hidden widths (default: the encoder's, reversed)")
     p.add_argument("--likelihood", choices=sorted(LIKELIHOODS), default="bernoulli",
                    help="decoder distribution (default: bernoulli)")
-    p.add_argument("--activation", default="tanh",
-                   choices=("relu", "leaky_relu", "tanh", "sigmoid", "softplus"),
+    p.add_argument("--activation", default="tanh", choices=sorted(ACTIVATIONS),
                    help="nonlinearity (default: tanh)")
-    p.add_argument("--objective", choices=("elbo", "iwae"), default="elbo",
+    p.add_argument("--objective", choices=OBJECTIVES, default="elbo",
                    help="loss to check (default: elbo)")
-    p.add_argument("--kl", choices=("analytic", "mc"), default="analytic",
+    p.add_argument("--kl", choices=KL_MODES, default="analytic",
                    help="KL term for the ELBO (default: analytic)")
     p.add_argument("--beta", type=float, default=1.0, help="KL weight (default: 1)")
     p.add_argument("--batch", type=int, default=4, metavar="B",
@@ -242,8 +239,6 @@ def _add_gradcheck(sub) -> None:
 
 
 def _run_gradcheck(args) -> int:
-    from .diagnostics import gradcheck_configuration
-
     errors = gradcheck_configuration(
         input_dim=args.input_dim, latent_dim=args.latent_dim, hidden=args.hidden,
         decoder_hidden=args.decoder_hidden, likelihood=args.likelihood,

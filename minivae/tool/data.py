@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .distributions import mvn_log_prob
+from ..theory.exact import LinearGaussian
 
 DATASETS = ("digits", "binarized-mnist", "mnist", "linear-gaussian", "synthetic")
 
@@ -70,7 +70,7 @@ class Dataset:
     binary: bool
     description: str
     #: exact per-datapoint log p(x) in nats, when the generating model is known
-    exact_log_prob: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
+    exact_log_marginal: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def dim(self) -> int:
@@ -183,31 +183,29 @@ def load_digits(seed: int = 0, n_valid: int = 200, n_test: int = 300) -> Dataset
 def load_linear_gaussian(seed: int = 0, dim: int = 10, latent_dim: int = 2,
                          n_train: int = 5000, n_valid: int = 1000,
                          n_test: int = 1000) -> Dataset:
-    r"""Data from a random linear-Gaussian model, with its exact log-likelihood.
+    r"""Data from a random :class:`~minivae.theory.exact.LinearGaussian` model, with its
+    exact log-likelihood.
 
     .. math::  z \sim N(0, I_k),\quad x = Az + b + \epsilon,\quad
                \epsilon \sim N(0, \Sigma),\ \Sigma = \mathrm{diag}(s^2)
 
-    so :math:`p(x) = N(x; b, AA^\top + \Sigma)` exactly; ``exact_log_prob(x)``
-    evaluates it per datapoint (nats). A, b and s are drawn from
+    so :math:`p(x) = N(x; b, AA^\top + \Sigma)` exactly; ``exact_log_marginal(x)`` is the
+    model's ``log_marginal``, per datapoint (nats). A, b and s are drawn from
     ``default_rng(seed)``: A ~ N(0, 1), b ~ N(0, 1), s^2 ~ U(0.1, 0.5).
     """
     rng = np.random.default_rng(seed)
     A = rng.standard_normal((dim, latent_dim))
     b = rng.standard_normal(dim)
-    noise_var = rng.uniform(0.1, 0.5, size=dim)
-    n = n_train + n_valid + n_test
-    z = rng.standard_normal((n, latent_dim))
-    x = z @ A.T + b + rng.standard_normal((n, dim)) * np.sqrt(noise_var)
-    cov = A @ A.T + np.diag(noise_var)
+    model = LinearGaussian(A, b, rng.uniform(0.1, 0.5, size=dim))
+    _, x = model.sample(rng, n_train + n_valid + n_test)
 
-    def exact_log_prob(data: np.ndarray) -> np.ndarray:
-        return np.atleast_1d(mvn_log_prob(np.asarray(data, dtype=np.float64), b, cov))
+    def exact_log_marginal(data: np.ndarray) -> np.ndarray:
+        return np.atleast_1d(model.log_marginal(np.asarray(data, dtype=np.float64)))
 
     return Dataset("linear-gaussian", x[:n_train], x[n_train:n_train + n_valid],
                    x[n_train + n_valid:], None, False,
                    f"linear-Gaussian model, D={dim}, k={latent_dim}, seed {seed} "
-                   f"(exact log p(x) known)", exact_log_prob)
+                   f"(exact log p(x) known)", exact_log_marginal)
 
 
 # ----------------------------------------------------------------------

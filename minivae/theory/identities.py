@@ -1,11 +1,14 @@
 r"""The numbered identities of the VAE derivation, each checked with numbers.
 
-Each ``identity_N(problem, rng)`` returns an :class:`IdentityResult`: a left
-side, a right side, their difference, whether the identity held, and details
-(tables, variances) worth printing. ``python -m minivae verify`` prints them
-as a table and the tests run them over random models.
+Each identity is a function with a descriptive name, registered under its number in
+:data:`IDENTITIES` (``python -m minivae verify --only N``). Called as
+``check(problem, rng)`` it returns an :class:`IdentityResult`: a left side, a right
+side, their difference, whether the identity held, the supporting numbers
+(``details``) and the lines worth printing under the table (``summary``).
+``python -m minivae verify`` prints them as a table and the tests run them over
+random models.
 
-The models are exact (:mod:`minivae.exact`): a linear-Gaussian model, whose
+The models are exact (:mod:`minivae.theory.exact`): a linear-Gaussian model, whose
 marginal and posterior are Gaussian, and a Gaussian mixture, whose latent is
 discrete. So the "truth" each identity is compared with is known in closed form.
 
@@ -21,30 +24,32 @@ Tolerances
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .distributions import LOG_2PI, kl_mvn, mvn_log_prob
+from ..distributions import kl_mvn, mvn_log_prob
+from ..numerics import LOG_2PI, logmeanexp
 from .exact import GaussianMixture, LinearGaussian
-from .numerics import logmeanexp
 
 REL_TOL = 1e-9
 Z_TOL = 4.0
 
 
-@dataclass
+@dataclass(kw_only=True)
 class IdentityResult:
     """The outcome of checking one identity.
 
     ``lhs`` and ``rhs`` are the two sides (nats unless ``details`` says
     otherwise), ``difference = lhs - rhs`` as reported, ``tolerance`` and
-    ``criterion`` say what "passed" means, ``details`` holds the supporting numbers.
+    ``criterion`` say what "passed" means, ``details`` holds the supporting numbers
+    and ``summary`` the lines ``verify`` prints under its table. ``number`` is set by
+    the registry (:func:`identity`).
     """
 
-    number: int
     name: str
     source: str
     lhs: float
@@ -54,6 +59,8 @@ class IdentityResult:
     criterion: str
     passed: bool
     details: dict[str, Any] = field(default_factory=dict)
+    summary: list[str] = field(default_factory=list)
+    number: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serializable dict (NumPy scalars and arrays become Python numbers and lists)."""
@@ -74,6 +81,29 @@ def _jsonable(obj):
     if isinstance(obj, (np.floating, float)):
         return float(obj)
     return obj
+
+
+#: number -> identity check; filled by :func:`identity`
+IDENTITIES: dict[int, Callable[..., IdentityResult]] = {}
+
+
+def identity(number: int):
+    """Register an identity check under ``number``; its results carry that number."""
+    def register(check: Callable[..., IdentityResult]) -> Callable[..., IdentityResult]:
+        if number in IDENTITIES:
+            raise ValueError(f"identity number {number} is taken by "
+                             f"{IDENTITIES[number].__name__}")
+
+        @functools.wraps(check)
+        def run(problem: Problem, rng: np.random.Generator, **options) -> IdentityResult:
+            result = check(problem, rng, **options)
+            result.number = number
+            return result
+
+        run.number = number
+        IDENTITIES[number] = run
+        return run
+    return register
 
 
 # --------------------------------------------------------------------------
@@ -177,7 +207,9 @@ def _overdispersed_diag_q(model: LinearGaussian, x) -> tuple[np.ndarray, np.ndar
 # --------------------------------------------------------------------------
 
 
-def identity_1(problem: Problem, rng: np.random.Generator, n_q: int = 100) -> IdentityResult:
+@identity(1)
+def elbo_below_log_marginal(problem: Problem, rng: np.random.Generator,
+                            n_q: int = 100) -> IdentityResult:
     r"""ELBO(q) <= log p(x) for every q.
 
     Checked for ``n_q`` random diagonal q, ``n_q`` random full-covariance q
@@ -198,16 +230,23 @@ def identity_1(problem: Problem, rng: np.random.Generator, n_q: int = 100) -> Id
     tol = REL_TOL * _scale(log_px, log_px_mix)
     lhs = max(max(diag), max(full))
     return IdentityResult(
-        1, "ELBO(q) <= log p(x)", "Jensen: log E_q[p(x,z)/q] >= E_q[log p(x,z)/q]",
-        lhs, log_px, lhs - log_px, tol, f"every ELBO - log p(x) <= {tol:.1e} ({3 * n_q} q's)",
-        bool(worst <= tol and worst_mix <= tol),
-        {"max_elbo_minus_log_px_diag_q": max(diag) - log_px,
-         "max_elbo_minus_log_px_full_q": max(full) - log_px,
-         "max_elbo_minus_log_px_mixture_q": worst_mix, "n_q_per_family": n_q},
+        name="ELBO(q) <= log p(x)",
+        source="Jensen: log E_q[p(x,z)/q] >= E_q[log p(x,z)/q]",
+        lhs=lhs,
+        rhs=log_px,
+        difference=lhs - log_px,
+        tolerance=tol,
+        criterion=f"every ELBO - log p(x) <= {tol:.1e} ({3 * n_q} q's)",
+        passed=bool(worst <= tol and worst_mix <= tol),
+        details={"max_elbo_minus_log_px_diag_q": max(diag) - log_px,
+                 "max_elbo_minus_log_px_full_q": max(full) - log_px,
+                 "max_elbo_minus_log_px_mixture_q": worst_mix, "n_q_per_family": n_q},
     )
 
 
-def identity_2(problem: Problem, rng: np.random.Generator, n_q: int = 20) -> IdentityResult:
+@identity(2)
+def gap_is_kl_to_posterior(problem: Problem, rng: np.random.Generator,
+                           n_q: int = 20) -> IdentityResult:
     r""":math:`\log p(x) - \mathrm{ELBO}(q) = \mathrm{KL}(q\,\|\,p(z|x))` to 1e-9 relative.
 
     For random full-covariance q (linear-Gaussian) and random categorical q
@@ -230,14 +269,21 @@ def identity_2(problem: Problem, rng: np.random.Generator, n_q: int = 20) -> Ide
     err = max(np.max(np.abs(np.subtract(gaps, kls))), np.max(np.abs(gap_mix - kl_mix)))
     tol = REL_TOL * _scale(log_px, mix.log_marginal(xm))
     return IdentityResult(
-        2, "log p(x) - ELBO(q) = KL(q || p(z|x))", "log p(x,z) = log p(x) + log p(z|x)",
-        gaps[0], kls[0], float(err), tol, f"max |lhs - rhs| <= {tol:.1e} ({2 * n_q} q's)",
-        bool(err <= tol), {"n_q_per_family": n_q, "mixture_first_gap": float(gap_mix[0]),
-                           "mixture_first_kl": float(kl_mix[0])},
+        name="log p(x) - ELBO(q) = KL(q || p(z|x))",
+        source="log p(x,z) = log p(x) + log p(z|x)",
+        lhs=gaps[0],
+        rhs=kls[0],
+        difference=float(err),
+        tolerance=tol,
+        criterion=f"max |lhs - rhs| <= {tol:.1e} ({2 * n_q} q's)",
+        passed=bool(err <= tol),
+        details={"n_q_per_family": n_q, "mixture_first_gap": float(gap_mix[0]),
+                 "mixture_first_kl": float(kl_mix[0])},
     )
 
 
-def identity_3(problem: Problem, rng: np.random.Generator) -> IdentityResult:
+@identity(3)
+def elbo_tight_at_posterior(problem: Problem, rng: np.random.Generator) -> IdentityResult:
     """ELBO(q) = log p(x) when q is the exact posterior (both models)."""
     model, x = problem.model, problem.x
     log_px = float(model.log_marginal(x))
@@ -247,13 +293,20 @@ def identity_3(problem: Problem, rng: np.random.Generator) -> IdentityResult:
     tol = REL_TOL * _scale(log_px)
     diff = elbo - log_px
     return IdentityResult(
-        3, "ELBO(p(z|x)) = log p(x)", "the gap KL(q || p(z|x)) vanishes at q = p(z|x)",
-        elbo, log_px, diff, tol, f"|lhs - rhs| <= {tol:.1e} (and for the mixture)",
-        bool(abs(diff) <= tol and abs(err_mix) <= tol), {"mixture_difference": err_mix},
+        name="ELBO(p(z|x)) = log p(x)",
+        source="the gap KL(q || p(z|x)) vanishes at q = p(z|x)",
+        lhs=elbo,
+        rhs=log_px,
+        difference=diff,
+        tolerance=tol,
+        criterion=f"|lhs - rhs| <= {tol:.1e} (and for the mixture)",
+        passed=bool(abs(diff) <= tol and abs(err_mix) <= tol),
+        details={"mixture_difference": err_mix},
     )
 
 
-def identity_4(problem: Problem, rng: np.random.Generator, n_mc: int = 20000,
+@identity(4)
+def three_forms_of_elbo(problem: Problem, rng: np.random.Generator, n_mc: int = 20000,
                z_tol: float = Z_TOL) -> IdentityResult:
     r"""The three forms of the ELBO agree, for a random full-covariance q.
 
@@ -280,22 +333,26 @@ def identity_4(problem: Problem, rng: np.random.Generator, n_mc: int = 20000,
     tol = REL_TOL * _scale(form_a)
     mc_z = abs(mc - form_a) / se
     return IdentityResult(
-        4, "E[log p(x,z)]+H(q) = E[log p(x|z)]-KL = log p(x)-KL",
-        "log p(x,z) = log p(x|z)+log p(z) = log p(x)+log p(z|x); KL to p(z), p(z|x)",
-        form_a, form_c, form_a - form_c, tol,
-        f"closed forms agree to {tol:.1e}; MC of (a) within {z_tol:g} stderr",
-        bool(err <= tol and mc_z < z_tol),
-        {"form_a": form_a, "form_b": form_b, "form_c": form_c, "mc_form_a": float(mc),
-         "mc_stderr": float(se), "n_mc": n_mc},
+        name="E[log p(x,z)]+H(q) = E[log p(x|z)]-KL = log p(x)-KL",
+        source="log p(x,z) = log p(x|z)+log p(z) = log p(x)+log p(z|x); KL to p(z), p(z|x)",
+        lhs=form_a,
+        rhs=form_c,
+        difference=form_a - form_c,
+        tolerance=tol,
+        criterion=f"closed forms agree to {tol:.1e}; MC of (a) within {z_tol:g} stderr",
+        passed=bool(err <= tol and mc_z < z_tol),
+        details={"form_a": form_a, "form_b": form_b, "form_c": form_c, "mc_form_a": float(mc),
+                 "mc_stderr": float(se), "n_mc": n_mc},
     )
 
 
 # --------------------------------------------------------------------------
-# 5, 6, 10: the marginal likelihood, and the ways of getting it wrong
+# 5, 6: the marginal likelihood, and the ways of getting it wrong
 # --------------------------------------------------------------------------
 
 
-def identity_5(problem: Problem, rng: np.random.Generator, n_mc: int = 20000,
+@identity(5)
+def jensen_gap(problem: Problem, rng: np.random.Generator, n_mc: int = 20000,
                z_tol: float = Z_TOL) -> IdentityResult:
     r"""Jensen's gap: :math:`E_{p(z)}[\log p(x|z)] < \log p(x)`.
 
@@ -312,16 +369,24 @@ def identity_5(problem: Problem, rng: np.random.Generator, n_mc: int = 20000,
     tol = REL_TOL * _scale(log_px)
     gap = log_px - inside
     return IdentityResult(
-        5, "E_p(z)[log p(x|z)] < log p(x)", "Jensen: E[log Y] <= log E[Y] (log is concave)",
-        inside, log_px, inside - log_px, tol,
-        f"lhs < rhs; gap = KL(p(z)||p(z|x)) to {tol:.1e}; MC of lhs within {z_tol:g} stderr",
-        bool(gap > 0 and abs(gap - kl) <= tol and abs(mc - inside) < z_tol * se),
-        {"jensen_gap_nats": gap, "kl_prior_to_posterior": kl, "mc_lhs": float(mc),
-         "mc_stderr": float(se)},
+        name="E_p(z)[log p(x|z)] < log p(x)",
+        source="Jensen: E[log Y] <= log E[Y] (log is concave)",
+        lhs=inside,
+        rhs=log_px,
+        difference=inside - log_px,
+        tolerance=tol,
+        criterion=f"lhs < rhs; gap = KL(p(z)||p(z|x)) to {tol:.1e}; "
+                  f"MC of lhs within {z_tol:g} stderr",
+        passed=bool(gap > 0 and abs(gap - kl) <= tol and abs(mc - inside) < z_tol * se),
+        details={"jensen_gap_nats": gap, "kl_prior_to_posterior": kl, "mc_lhs": float(mc),
+                 "mc_stderr": float(se)},
+        summary=[f"Jensen's gap log p(x) - E_p(z)[log p(x|z)] = {gap:.6f} nats "
+                 f"= KL(p(z) || p(z|x)) = {kl:.6f}"],
     )
 
 
-def identity_6(problem: Problem, rng: np.random.Generator, ms=(1, 10, 100, 1000),
+@identity(6)
+def naive_estimator_biased_low(problem: Problem, rng: np.random.Generator, ms=(1, 10, 100, 1000),
                reps: int = 500, z_tol: float = Z_TOL) -> IdentityResult:
     r"""The naive estimator :math:`\log\frac1M\sum_m p(x|z_m)`, :math:`z_m\sim p(z)`.
 
@@ -361,36 +426,23 @@ def identity_6(problem: Problem, rng: np.random.Generator, ms=(1, 10, 100, 1000)
     is_better = all(r["is_std"] < r["naive_std"] for r in rows)
     lhs = log_px + first["naive_bias"]
     return IdentityResult(
-        6, "naive log mean_m p(x|z_m), z_m ~ p(z): biased low",
-        "Jensen for finite M; law of large numbers as M grows",
-        lhs, log_px, lhs - log_px, z_tol,
-        "bias <= 0 (within stderr), |bias| and std shrink with M, IS std < naive std",
-        bool(biased_low and shrinks and is_better),
-        {"table": rows, "reps": reps, "importance_q": "N(m, 1.5 S), (m, S) = p(z|x)",
-         "biased_low": biased_low, "shrinks": shrinks, "is_lower_variance": is_better},
-    )
-
-
-def identity_10(problem: Problem, rng: np.random.Generator, n_mc: int = 200000,
-                z_tol: float = Z_TOL) -> IdentityResult:
-    r"""Monte Carlo :math:`\hat p(x) = \frac1M\sum_m p(x|z_m)`, :math:`z_m\sim p(z)`, agrees with
-    :math:`N(x; b, AA^\top+\Sigma)` within ``z_tol`` standard errors.
-
-    Computed as :math:`\hat p(x)/p(x) = \text{mean}_m \exp(\log p(x|z_m) - \log p(x))`
-    (no underflow); lhs is :math:`\log\hat p(x)`.
-    """
-    model, x = problem.model, problem.x
-    log_px = float(model.log_marginal(x))
-    ratio = np.exp(model.log_lik(x, rng.standard_normal((n_mc, model.Z))) - log_px)
-    mean, se = _mean_and_stderr(ratio)
-    lhs = log_px + float(np.log(mean))
-    return IdentityResult(
-        10, "mean_m p(x|z_m), z_m ~ p(z)  ~=  N(x; b, AA^T + Sigma)",
-        "p(x) = E_p(z)[p(x|z)]; the marginal of a linear-Gaussian model",
-        lhs, log_px, lhs - log_px, z_tol, f"|p_hat/p - 1| < {z_tol:g} stderr",
-        bool(abs(mean - 1.0) < z_tol * se),
-        {"p_hat_over_p": float(mean), "relative_stderr": float(se), "n_mc": n_mc,
-         "z_score": float(abs(mean - 1.0) / se)},
+        name="naive log mean_m p(x|z_m), z_m ~ p(z): biased low",
+        source="Jensen for finite M; law of large numbers as M grows",
+        lhs=lhs,
+        rhs=log_px,
+        difference=lhs - log_px,
+        tolerance=z_tol,
+        criterion="bias <= 0 (within stderr), |bias| and std shrink with M, IS std < naive std",
+        passed=bool(biased_low and shrinks and is_better),
+        details={"table": rows, "reps": reps, "importance_q": "N(m, 1.5 S), (m, S) = p(z|x)",
+                 "biased_low": biased_low, "shrinks": shrinks, "is_lower_variance": is_better},
+        summary=[f"log p(x) estimators, {reps} repeats each (bias = mean - log p(x), nats; "
+                 f"IS proposal N(m, 1.5 S), (m, S) = p(z|x))",
+                 f"{'M':>6} {'naive bias':>11} {'(stderr)':>9} {'naive std':>10} "
+                 f"{'IS bias':>10} {'IS std':>9}"]
+        + [f"{r['M']:>6} {r['naive_bias']:>+11.4f} "
+           f"{'(' + format(r['naive_bias_stderr'], '.4f') + ')':>9} {r['naive_std']:>10.4f} "
+           f"{r['is_bias']:>+10.4f} {r['is_std']:>9.4f}" for r in rows],
     )
 
 
@@ -405,7 +457,8 @@ def _flat_ab(grad: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([grad["A"].reshape(*lead, -1), grad["b"]], axis=-1)
 
 
-def identity_7(problem: Problem, rng: np.random.Generator, n_mc: int = 20000,
+@identity(7)
+def fisher_identity(problem: Problem, rng: np.random.Generator, n_mc: int = 20000,
                z_tol: float = Z_TOL) -> IdentityResult:
     r"""Fisher's identity :math:`\nabla_\theta\log p(x) = E_{p(z|x)}[\nabla_\theta\log p(x|z)]`,
     :math:`\theta = (A, b)`.
@@ -421,16 +474,20 @@ def identity_7(problem: Problem, rng: np.random.Generator, n_mc: int = 20000,
     mean, se = _mean_and_stderr(per_sample)
     z = _max_z(mean, exact, se)
     return IdentityResult(
-        7, "grad log p(x) = E_p(z|x)[grad log p(x|z)]  (Fisher)",
-        "grad p(x) = integral of p(z) grad p(x|z); divide by p(x)",
-        float(np.linalg.norm(exact)), float(np.linalg.norm(mean)),
-        float(np.max(np.abs(exact - mean))), z_tol,
-        f"every component within {z_tol:g} stderr (sides shown as norms ||.||)", bool(z < z_tol),
-        {"max_z_score": z, "n_components": int(exact.size), "n_mc": n_mc},
+        name="grad log p(x) = E_p(z|x)[grad log p(x|z)]  (Fisher)",
+        source="grad p(x) = integral of p(z) grad p(x|z); divide by p(x)",
+        lhs=float(np.linalg.norm(exact)),
+        rhs=float(np.linalg.norm(mean)),
+        difference=float(np.max(np.abs(exact - mean))),
+        tolerance=z_tol,
+        criterion=f"every component within {z_tol:g} stderr (sides shown as norms ||.||)",
+        passed=bool(z < z_tol),
+        details={"max_z_score": z, "n_components": int(exact.size), "n_mc": n_mc},
     )
 
 
-def identity_8(problem: Problem, rng: np.random.Generator) -> IdentityResult:
+@identity(8)
+def elbo_gradient_at_posterior(problem: Problem, rng: np.random.Generator) -> IdentityResult:
     r""":math:`\nabla_\theta\mathrm{ELBO}(q) = \nabla_\theta\log p(x)` at q = p(z|x) (q held fixed).
 
     Both sides in closed form, :math:`\theta=(A, b)`, to 1e-9 relative. For
@@ -446,11 +503,17 @@ def identity_8(problem: Problem, rng: np.random.Generator) -> IdentityResult:
     err = float(np.max(np.abs(at_post - exact)))
     tol = REL_TOL * _scale(np.max(np.abs(exact)))
     return IdentityResult(
-        8, "grad_theta ELBO(p(z|x)) = grad_theta log p(x)",
-        "ELBO = log p(x) - KL, and KL has a zero gradient at its minimum",
-        float(np.linalg.norm(at_post)), float(np.linalg.norm(exact)), err, tol,
-        f"max |lhs_i - rhs_i| <= {tol:.1e} (sides shown as norms ||.||)", bool(err <= tol),
-        {"max_error_at_mean_field_q": float(np.max(np.abs(at_mf - exact)))},
+        name="grad_theta ELBO(p(z|x)) = grad_theta log p(x)",
+        source="ELBO = log p(x) - KL, and KL has a zero gradient at its minimum",
+        lhs=float(np.linalg.norm(at_post)),
+        rhs=float(np.linalg.norm(exact)),
+        difference=err,
+        tolerance=tol,
+        criterion=f"max |lhs_i - rhs_i| <= {tol:.1e} (sides shown as norms ||.||)",
+        passed=bool(err <= tol),
+        details={"max_error_at_mean_field_q": float(np.max(np.abs(at_mf - exact)))},
+        summary=[f"for contrast, at the mean-field q the ELBO's gradient misses grad log p(x) "
+                 f"by up to {float(np.max(np.abs(at_mf - exact))):.4f}"],
     )
 
 
@@ -459,7 +522,8 @@ def identity_8(problem: Problem, rng: np.random.Generator) -> IdentityResult:
 # --------------------------------------------------------------------------
 
 
-def identity_9(problem: Problem, rng: np.random.Generator, max_steps: int = 200000,
+@identity(9)
+def mean_field_optimum(problem: Problem, rng: np.random.Generator, max_steps: int = 200000,
                grad_tol: float = 1e-12) -> IdentityResult:
     r"""Gradient ascent on the closed-form ELBO over a diagonal q reaches the mean-field optimum.
 
@@ -488,13 +552,53 @@ def identity_9(problem: Problem, rng: np.random.Generator, max_steps: int = 2000
     tol = 1e-9
     _, S = model.posterior(x)
     return IdentityResult(
-        9, "argmax over diagonal q: mean = m, var_j = 1/Lambda_jj",
-        "stationary point of the closed-form ELBO (mean-field, Bishop 10.1.2)",
-        float(np.exp(log_var[0])), float(np.exp(log_var_star[0])), err, tol,
-        f"max error in mu, log_var <= {tol:.0e} (sides shown: var_1)", bool(err <= tol),
-        {"steps": n, "mean_field_var": np.exp(log_var_star), "posterior_var": np.diag(S),
-         "elbo_at_mean_field": float(model.elbo_diag(x, mu, log_var)),
-         "log_px": float(model.log_marginal(x))},
+        name="argmax over diagonal q: mean = m, var_j = 1/Lambda_jj",
+        source="stationary point of the closed-form ELBO (mean-field, Bishop 10.1.2)",
+        lhs=float(np.exp(log_var[0])),
+        rhs=float(np.exp(log_var_star[0])),
+        difference=err,
+        tolerance=tol,
+        criterion=f"max error in mu, log_var <= {tol:.0e} (sides shown: var_1)",
+        passed=bool(err <= tol),
+        details={"steps": n, "mean_field_var": np.exp(log_var_star), "posterior_var": np.diag(S),
+                 "elbo_at_mean_field": float(model.elbo_diag(x, mu, log_var)),
+                 "log_px": float(model.log_marginal(x))},
+        summary=[f"mean-field variances [{', '.join(f'{v:.4f}' for v in np.exp(log_var_star))}]"
+                 f" < posterior marginal variances "
+                 f"[{', '.join(f'{v:.4f}' for v in np.diag(S))}] ({n} ascent steps)"],
+    )
+
+
+# --------------------------------------------------------------------------
+# 10: the marginal likelihood by sampling the prior
+# --------------------------------------------------------------------------
+
+
+@identity(10)
+def prior_sampling_marginal(problem: Problem, rng: np.random.Generator, n_mc: int = 200000,
+                z_tol: float = Z_TOL) -> IdentityResult:
+    r"""Monte Carlo :math:`\hat p(x) = \frac1M\sum_m p(x|z_m)`, :math:`z_m\sim p(z)`, agrees with
+    :math:`N(x; b, AA^\top+\Sigma)` within ``z_tol`` standard errors.
+
+    Computed as :math:`\hat p(x)/p(x) = \text{mean}_m \exp(\log p(x|z_m) - \log p(x))`
+    (no underflow); lhs is :math:`\log\hat p(x)`.
+    """
+    model, x = problem.model, problem.x
+    log_px = float(model.log_marginal(x))
+    ratio = np.exp(model.log_lik(x, rng.standard_normal((n_mc, model.Z))) - log_px)
+    mean, se = _mean_and_stderr(ratio)
+    lhs = log_px + float(np.log(mean))
+    return IdentityResult(
+        name="mean_m p(x|z_m), z_m ~ p(z)  ~=  N(x; b, AA^T + Sigma)",
+        source="p(x) = E_p(z)[p(x|z)]; the marginal of a linear-Gaussian model",
+        lhs=lhs,
+        rhs=log_px,
+        difference=lhs - log_px,
+        tolerance=z_tol,
+        criterion=f"|p_hat/p - 1| < {z_tol:g} stderr",
+        passed=bool(abs(mean - 1.0) < z_tol * se),
+        details={"p_hat_over_p": float(mean), "relative_stderr": float(se), "n_mc": n_mc,
+                 "z_score": float(abs(mean - 1.0) / se)},
     )
 
 
@@ -503,7 +607,8 @@ def identity_9(problem: Problem, rng: np.random.Generator, max_steps: int = 2000
 # --------------------------------------------------------------------------
 
 
-def identity_11(problem: Problem, rng: np.random.Generator, ks=(1, 10, 100, 1000),
+@identity(11)
+def iwae_bounds(problem: Problem, rng: np.random.Generator, ks=(1, 10, 100, 1000),
                 reps: int = 200, z_tol: float = Z_TOL) -> IdentityResult:
     r"""The importance-weighted bound :math:`L_K = E[\log\frac1K\sum_k p(x,z_k)/q(z_k)]`
     is non-decreasing in K and approaches log p(x) (Burda et al. 2015).
@@ -539,17 +644,27 @@ def identity_11(problem: Problem, rng: np.random.Generator, ks=(1, 10, 100, 1000
     ok_bound = all(r["L_K"] < log_px + z_tol * r["stderr"] for r in rows)
     ok_limit = rows[-1]["gap_to_log_px"] < 0.1 * (log_px - elbo) + z_tol * rows[-1]["stderr"]
     return IdentityResult(
-        11, "ELBO = L_1 <= L_K <= L_K' <= log p(x), L_K -> log p(x)",
-        "Burda et al. 2015: Jensen on an average of K importance weights",
-        rows[-1]["L_K"], log_px, rows[-1]["L_K"] - log_px, z_tol,
-        f"L_1 = ELBO, non-decreasing, below log p(x) (all within {z_tol:g} stderr)",
-        bool(ok_l1 and ok_mono and ok_bound and ok_limit),
-        {"table": rows, "closed_form_elbo": elbo, "reps": reps, "L1_matches_elbo": ok_l1,
-         "non_decreasing": ok_mono, "below_log_px": ok_bound, "approaches_log_px": ok_limit},
+        name="ELBO = L_1 <= L_K <= L_K' <= log p(x), L_K -> log p(x)",
+        source="Burda et al. 2015: Jensen on an average of K importance weights",
+        lhs=rows[-1]["L_K"],
+        rhs=log_px,
+        difference=rows[-1]["L_K"] - log_px,
+        tolerance=z_tol,
+        criterion=f"L_1 = ELBO, non-decreasing, below log p(x) (all within {z_tol:g} stderr)",
+        passed=bool(ok_l1 and ok_mono and ok_bound and ok_limit),
+        details={"table": rows, "closed_form_elbo": elbo, "reps": reps, "L1_matches_elbo": ok_l1,
+                 "non_decreasing": ok_mono, "below_log_px": ok_bound,
+                 "approaches_log_px": ok_limit},
+        summary=[f"importance-weighted bounds ({reps} repeats at the largest K, the same number "
+                 f"of z samples at every K; closed-form ELBO {elbo:.4f}, log p(x) {log_px:.4f})",
+                 f"{'K':>6} {'L_K':>10} {'stderr':>8} {'log p(x) - L_K':>15}"]
+        + [f"{r['K']:>6} {r['L_K']:>10.4f} {r['stderr']:>8.4f} {r['gap_to_log_px']:>15.4f}"
+           for r in rows],
     )
 
 
-def identity_12(problem: Problem, rng: np.random.Generator, n_mc: int = 20000,
+@identity(12)
+def gradient_estimators_unbiased(problem: Problem, rng: np.random.Generator, n_mc: int = 20000,
                 z_tol: float = Z_TOL) -> IdentityResult:
     r"""Reparameterized and score-function estimators of :math:`\nabla_\phi\mathrm{ELBO}`
     both average to the exact gradient of the closed-form ELBO.
@@ -582,24 +697,23 @@ def identity_12(problem: Problem, rng: np.random.Generator, n_mc: int = 20000,
     var_r = float(np.sum(reparam.var(axis=0, ddof=1)))
     var_s = float(np.sum(score.var(axis=0, ddof=1)))
     return IdentityResult(
-        12, "E[reparam grad] = E[score-fn grad] = grad_phi ELBO",
-        "grad E_q[f] = E[grad_z f dz/dphi] = E_q[f grad log q]",
-        float(np.linalg.norm(mean_r)), float(np.linalg.norm(exact)),
-        float(np.max(np.abs(mean_r - exact))), z_tol,
-        f"both within {z_tol:g} stderr per component (shown: ||reparam mean||, ||exact||)",
-        bool(max(z_r, z_s) < z_tol),
-        {"exact_grad": exact, "reparam_mean": mean_r, "score_mean": mean_s,
-         "reparam_max_z": z_r, "score_max_z": z_s, "reparam_variance": var_r,
-         "score_variance": var_s, "variance_ratio_score_over_reparam": var_s / var_r,
-         "n_mc": n_mc},
+        name="E[reparam grad] = E[score-fn grad] = grad_phi ELBO",
+        source="grad E_q[f] = E[grad_z f dz/dphi] = E_q[f grad log q]",
+        lhs=float(np.linalg.norm(mean_r)),
+        rhs=float(np.linalg.norm(exact)),
+        difference=float(np.max(np.abs(mean_r - exact))),
+        tolerance=z_tol,
+        criterion=f"both within {z_tol:g} stderr per component "
+                  f"(shown: ||reparam mean||, ||exact||)",
+        passed=bool(max(z_r, z_s) < z_tol),
+        details={"exact_grad": exact, "reparam_mean": mean_r, "score_mean": mean_s,
+                 "reparam_max_z": z_r, "score_max_z": z_s, "reparam_variance": var_r,
+                 "score_variance": var_s, "variance_ratio_score_over_reparam": var_s / var_r,
+                 "n_mc": n_mc},
+        summary=[f"per-sample variance of grad ELBO (summed over mu, log_var): reparameterized "
+                 f"{var_r:.3f}, score function {var_s:.3f}, ratio {var_s / var_r:.1f} "
+                 f"({n_mc} samples)"],
     )
-
-
-IDENTITIES: dict[int, Callable[..., IdentityResult]] = {
-    1: identity_1, 2: identity_2, 3: identity_3, 4: identity_4, 5: identity_5,
-    6: identity_6, 7: identity_7, 8: identity_8, 9: identity_9, 10: identity_10,
-    11: identity_11, 12: identity_12,
-}
 
 
 def run_all(seed: int = 0, numbers=None) -> list[IdentityResult]:

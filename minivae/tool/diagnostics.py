@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .gradcheck import model_gradcheck
-from .vae import VAE
+from ..checks import choice
+from ..gradcheck import model_gradcheck
+from ..objectives import OBJECTIVES, iwae_loss_and_grad
+from ..vae import VAE
 
 
 @dataclass
@@ -76,6 +78,7 @@ def gradcheck_configuration(*, input_dim: int = 6, latent_dim: int = 3, hidden=(
     ``{"all": err, param_name: err, ...}``: the worst relative error of the
     directional derivative, over all parameters and per parameter block.
     """
+    choice(objective, OBJECTIVES, "objective")
     model = VAE(input_dim, latent_dim, hidden=tuple(hidden), decoder_hidden=decoder_hidden,
                 likelihood=likelihood, activation=activation, dtype=np.float64, seed=seed)
     rng = np.random.default_rng(seed)
@@ -87,9 +90,5 @@ def gradcheck_configuration(*, input_dim: int = 6, latent_dim: int = 3, hidden=(
     if objective == "elbo":
         return model_gradcheck(model, x, eps, rng=rng, n_directions=n_directions, kl=kl,
                                beta=beta)
-    if objective == "iwae":
-        from .objectives import iwae_loss_and_grad
-
-        return model_gradcheck(model, x, eps, rng=rng, n_directions=n_directions,
-                               objective=iwae_loss_and_grad)
-    raise ValueError(f"objective must be 'elbo' or 'iwae', got {objective!r}")
+    return model_gradcheck(model, x, eps, rng=rng, n_directions=n_directions,
+                           objective=iwae_loss_and_grad)

@@ -1,15 +1,24 @@
-"""The training loop, readable in one screen (see :func:`train`), and what it needs around it.
+"""Training: the loop in one screen (:func:`train_step`, :func:`fit`), and a run around it.
 
-One step::
+The whole loop, as :func:`fit` writes it::
 
-    xb = next minibatch (freshly binarized each epoch if dynamic)
-    eps ~ N(0, I) of shape (K, B, Z)          <- one Generator drives everything
-    loss, grads = objective(xb, eps, beta)    <- negative ELBO (or IWAE bound), nats/datapoint
+    for epoch in range(1, epochs + 1):
+        order = rng.permutation(len(x_train))                  # a new minibatch order
+        for start in range(0, len(x_train), batch_size):
+            xb = x_train[order[start:start + batch_size]]
+            eps = model.sample_eps(rng, len(xb), k)             # eps ~ N(0, I), (K, B, Z)
+            train_step(model, optimizer, loss_and_grad, xb, eps)
+
+and one step (:func:`train_step`)::
+
+    loss, grads = loss_and_grad(xb, eps, beta)  # -ELBO (or -IWAE bound), nats per datapoint
     stop at once if loss or grads are not finite
-    optimizer.step(model.flat, grads.flat)
+    optimizer.step(model.flat, grads.flat)      # one in-place update of the flat vector
 
-At the end of each epoch: the negative ELBO (beta = 1, sampled z) and its
-reconstruction and KL parts on the validation set and on up to
+:func:`train` runs the same steps as a *run*: a run directory, a dataset prepared
+for the likelihood (binarized afresh each epoch if dynamic), one random Generator
+for everything, a progress display, and at the end of each epoch: the negative ELBO
+(beta = 1, sampled z) and its reconstruction and KL parts on the validation set and on up to
 ``train_eval_size`` training points, the number of active units, pictures,
 ``metrics.jsonl``, and the ``latest`` (and, when validation improved, ``best``)
 checkpoint. The run can stop at any step boundary (Ctrl-C) and resume from its
@@ -30,6 +39,10 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import DTYPES, choice
+from ..objectives import OBJECTIVES, iwae_loss_and_grad
+from ..optim import OPTIMIZERS, Adam, make_optimizer
+from ..vae import KL_MODES, VAE
 from . import figures
 from .checkpoint import (
     check_architecture,
@@ -41,10 +54,7 @@ from .checkpoint import (
 )
 from .data import BINARIZE_MODES, DATASETS, binarize, load_dataset, prepare_data
 from .diagnostics import active_units, evaluate_elbo, latent_means
-from .optim import make_optimizer
-from .vae import KL_MODES, VAE
 
-OBJECTIVES = ("elbo", "iwae")
 #: exit codes of ``minivae train``
 EXIT_OK, EXIT_NONFINITE, EXIT_INTERRUPTED = 0, 3, 130
 
@@ -91,10 +101,9 @@ class TrainConfig:
         if self.patience is not None:
             positive("patience")
         choices = {"dataset": DATASETS, "binarize": BINARIZE_MODES, "objective": OBJECTIVES,
-                   "kl": KL_MODES, "optimizer": ("adam", "sgd"), "dtype": ("float32", "float64")}
+                   "kl": KL_MODES, "optimizer": OPTIMIZERS, "dtype": DTYPES}
         for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+            choice(getattr(self, name), allowed, name)
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         if not (math.isfinite(self.beta) and self.beta >= 0):
@@ -128,7 +137,76 @@ class TrainResult:
 
 
 class NonFiniteError(FloatingPointError):
-    """The loss or the gradient became NaN or infinite."""
+    """The loss or the gradient became NaN or infinite; names the gradient blocks that are."""
+
+    def __init__(self, loss: float, grads):
+        self.loss = loss
+        self.bad_blocks = [name for name, g in grads.items() if not np.isfinite(g).all()]
+        what = "loss" if not math.isfinite(loss) else "gradient"
+        super().__init__(f"non-finite {what}: loss = {loss}"
+                         + (f"; non-finite gradient in {', '.join(self.bad_blocks)}"
+                            if self.bad_blocks else ""))
+
+
+# ----------------------------------------------------------------------
+# the loop
+# ----------------------------------------------------------------------
+
+
+def make_objective(model: VAE, objective: str = "elbo", *, kl: str = "analytic"):
+    """``loss_and_grad(x, eps, beta=1.0) -> (loss, grads)`` for the chosen objective.
+
+    ``"elbo"`` is :meth:`VAE.loss_and_grad` (``kl`` closed form or Monte Carlo, KL
+    weight ``beta``); ``"iwae"`` is :func:`minivae.objectives.iwae_loss_and_grad`
+    (no separate KL term, so no beta). Every call writes into one gradient buffer: a
+    fresh parameter-sized array per step costs about as much, in page faults, as the
+    whole 784-400-20 step.
+    """
+    choice(objective, OBJECTIVES, "objective")
+    choice(kl, KL_MODES, "kl")
+    grads = model.new_grad()
+    if objective == "iwae":
+        return lambda x, eps, beta=1.0: iwae_loss_and_grad(model, x, eps, out=grads)
+    return lambda x, eps, beta=1.0: model.loss_and_grad(x, eps, kl=kl, beta=beta, out=grads)
+
+
+def train_step(model: VAE, optimizer, loss_and_grad, x: np.ndarray, eps: np.ndarray,
+               beta: float = 1.0) -> float:
+    """One training step: loss and gradient, a check that both are finite, one update.
+
+    Returns the loss (nats per datapoint). Raises :class:`NonFiniteError` *before*
+    the update if the loss or any gradient entry is NaN or infinite, so the
+    parameters stay as they were.
+    """
+    loss, grads = loss_and_grad(x, eps, beta)
+    if not math.isfinite(loss) or not np.isfinite(grads.flat).all():
+        raise NonFiniteError(loss, grads)
+    optimizer.step(model.flat, grads.flat)
+    return loss
+
+
+def fit(model: VAE, x_train: np.ndarray, *, epochs: int = 10, batch_size: int = 100,
+        lr: float = 1e-3, k: int = 1, objective: str = "elbo", kl: str = "analytic",
+        seed: int = 0, print_fn=print) -> list[float]:
+    """Train ``model`` on ``x_train`` (N, D) with Adam: the whole loop, nothing around it.
+
+    Returns the mean training loss of each epoch (nats per datapoint). For a run
+    with a directory, checkpoints, evaluation and pictures, see :func:`train`.
+    """
+    optimizer = Adam(lr=lr)
+    loss_and_grad = make_objective(model, objective, kl=kl)
+    rng = np.random.default_rng(seed)
+    history = []
+    for epoch in range(1, epochs + 1):
+        order = rng.permutation(len(x_train))
+        total = 0.0
+        for start in range(0, len(x_train), batch_size):
+            xb = x_train[order[start:start + batch_size]]
+            eps = model.sample_eps(rng, len(xb), k)
+            total += train_step(model, optimizer, loss_and_grad, xb, eps) * len(xb)
+        history.append(total / len(x_train))
+        print_fn(f"epoch {epoch}: training loss {history[-1]:.3f} nats per datapoint")
+    return history
 
 
 # ----------------------------------------------------------------------
@@ -238,21 +316,6 @@ def load_data(config: TrainConfig, print_fn=None):
                         seed=config.data_seed)
 
 
-def _objective(config: TrainConfig, model: VAE):
-    """``f(x, eps, beta) -> (loss, grads)`` for the chosen objective.
-
-    ``grads`` is one buffer, overwritten at every step: a fresh parameter-sized array
-    per step costs about as much (in page faults) as the whole 784-400-20 step.
-    """
-    grads = model.new_grad()
-    if config.objective == "iwae":
-        from .objectives import iwae_loss_and_grad  # objectives are built on top of the VAE
-
-        return lambda x, eps, beta: iwae_loss_and_grad(model, x, eps, out=grads)
-    kl = config.kl
-    return lambda x, eps, beta: model.loss_and_grad(x, eps, kl=kl, beta=beta, out=grads)
-
-
 # ----------------------------------------------------------------------
 # the run directory
 # ----------------------------------------------------------------------
@@ -275,7 +338,7 @@ class RunDir:
 
 
 # ----------------------------------------------------------------------
-# the loop
+# a run
 # ----------------------------------------------------------------------
 
 
@@ -340,7 +403,7 @@ class _Session:
         self.image_shape = self.data.dataset.image_shape
         self.model = build_model(config, self.data.train.shape[1])
         self.optimizer = make_optimizer(config.optimizer, config.lr)
-        self.objective = _objective(config, self.model)
+        self.loss_and_grad = make_objective(self.model, config.objective, kl=config.kl)
         self.rng = np.random.default_rng([config.seed, 1])  # minibatches, binarization, eps
         self.n_batches = -(-len(self.data.train) // config.batch_size)
         self.warmup_steps = config.warmup_epochs * self.n_batches
@@ -351,8 +414,8 @@ class _Session:
         self.sample_z = np.random.default_rng([config.seed, 2]).standard_normal(
             (64, config.latent_dim)).astype(self.model.dtype)
         self.exact_nll = None
-        if self.data.dataset.exact_log_prob is not None:
-            self.exact_nll = -float(np.mean(self.data.dataset.exact_log_prob(self.data.valid)))
+        if self.data.dataset.exact_log_marginal is not None:
+            self.exact_nll = -float(np.mean(self.data.dataset.exact_log_marginal(self.data.valid)))
 
         self.epoch, self.step, self.history, self.best, self.bad_epochs = 0, 0, [], math.inf, 0
         self.position = None  # where an interrupted epoch stopped
@@ -428,17 +491,16 @@ class _Session:
             xb = x_epoch[order[i * bs:(i + 1) * bs]]
             if self.warmup_steps:
                 beta = config.beta * min(1.0, self.step / self.warmup_steps)
-            eps = self.rng.standard_normal((config.k, len(xb), config.latent_dim),
-                                           dtype=model.dtype)
-            loss, grads = self.objective(xb, eps, beta)
-            if not math.isfinite(loss) or not np.isfinite(grads.flat).all():
+            eps = model.sample_eps(self.rng, len(xb), config.k)
+            try:
+                loss = train_step(model, self.optimizer, self.loss_and_grad, xb, eps, beta)
+            except NonFiniteError as exc:
                 self.progress.clear()
-                self.err.write(_nonfinite_message(
-                    loss, grads, self.step + 1, this_epoch, i + 1, self.n_batches, config.lr,
-                    self.run.latest, self.epoch))
+                self.err.write(_nonfinite_message(exc, self.step + 1, this_epoch, i + 1,
+                                                  self.n_batches, config.lr, self.run.latest,
+                                                  self.epoch))
                 self.err.flush()
                 return "non-finite"
-            self.optimizer.step(model.flat, grads.flat)
             self.step += 1
             loss_sum += loss * len(xb)
             seen += len(xb)
@@ -558,12 +620,9 @@ def _epoch_line(r: dict, config: TrainConfig, *, show_beta: bool, eta: float,
     return line
 
 
-def _nonfinite_message(loss, grads, step, epoch, batch, n_batches, lr, latest, good_epoch):
-    what = "loss" if not math.isfinite(loss) else "gradient"
-    bad = [name for name, g in grads.items() if not np.isfinite(g).all()]
-    return (f"stopped: non-finite {what} at step {step} (epoch {epoch}, batch {batch}/"
-            f"{n_batches}): loss = {loss}"
-            + (f"; non-finite gradient in {', '.join(bad)}" if bad else "")
+def _nonfinite_message(exc: NonFiniteError, step, epoch, batch, n_batches, lr, latest,
+                       good_epoch):
+    return (f"stopped: {exc} at step {step} (epoch {epoch}, batch {batch}/{n_batches})"
             + f". Try a smaller --lr (now {lr:g}). The last good checkpoint is kept: {latest} "
             f"(epoch {good_epoch})\n")
 

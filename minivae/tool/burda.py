@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .objectives import iwae_loss_and_grad
-from .optim import BurdaAdam
-from .vae import VAE
+from ..objectives import iwae_loss_and_grad
+from ..optim import BurdaAdam
+from ..vae import VAE
 
 LATENT_DIM = 50
 HIDDEN = (200, 200)

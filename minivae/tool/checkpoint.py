@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import __version__
+
 FORMAT = "minivae-checkpoint-1"
 _MASK64 = (1 << 64) - 1
 
@@ -104,8 +106,6 @@ def save_checkpoint(path, params: np.ndarray, optimizer_state: dict, rngs: dict,
         raise ValueError(f"checkpoint path must end in .npz, got {path}")
     if not np.isfinite(params).all():
         raise ValueError("refusing to checkpoint non-finite parameters")
-    from . import __version__
-
     meta = dict(meta, format=FORMAT, version=__version__, n_params=int(params.size),
                 dtype=str(params.dtype))
     text = json.dumps(meta, indent=1, sort_keys=True, allow_nan=True)

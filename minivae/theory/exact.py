@@ -1,7 +1,7 @@
 r"""Models whose marginal likelihood and posterior are known exactly.
 
 They are the ground truth against which every bound and estimator in minivae
-is checked (see :mod:`minivae.identities` and ``python -m minivae verify``).
+is checked (see :mod:`minivae.theory.identities` and ``python -m minivae verify``).
 
 Linear-Gaussian model (factor analysis / probabilistic PCA when Sigma is
 diagonal / isotropic)
@@ -45,14 +45,14 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from .distributions import (
+from ..distributions import (
     LOG_2PI,
     gaussian_log_prob,
     kl_diag_standard_normal,
     kl_mvn,
     mvn_log_prob,
 )
-from .numerics import logsumexp
+from ..numerics import logsumexp
 
 # --------------------------------------------------------------------------
 # Input checking (specific exceptions, messages that name the argument)

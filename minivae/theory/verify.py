@@ -1,6 +1,6 @@
 """``python -m minivae verify``: check every identity of the derivation with numbers.
 
-Runs :func:`minivae.identities.run_all` on a small linear-Gaussian model and a
+Runs :func:`minivae.theory.identities.run_all` on a small linear-Gaussian model and a
 Gaussian mixture (exact models, so the truth is known), prints one row per
 identity (left side, right side, difference, pass/fail, and where the
 identity comes from) and the supporting tables, and exits non-zero if any
@@ -61,48 +61,11 @@ def format_table(results: list[IdentityResult]) -> str:
 
 
 def format_details(results: list[IdentityResult]) -> str:
-    """The supporting numbers: bias/std of the naive estimator, the IWAE bounds, variances."""
+    """Each identity's own summary lines (tables, variances), under its number."""
     out = []
-    by_number = {r.number: r for r in results}
-    if 5 in by_number:
-        d = by_number[5].details
-        out.append(f"#5  Jensen's gap log p(x) - E_p(z)[log p(x|z)] = {d['jensen_gap_nats']:.6f} "
-                   f"nats = KL(p(z) || p(z|x)) = {d['kl_prior_to_posterior']:.6f}")
-    if 6 in by_number:
-        d = by_number[6].details
-        out.append(f"#6  log p(x) estimators, {d['reps']} repeats each "
-                   f"(bias = mean - log p(x), nats; IS proposal {d['importance_q']})")
-        out.append(f"    {'M':>6} {'naive bias':>11} {'(stderr)':>9} {'naive std':>10} "
-                   f"{'IS bias':>10} {'IS std':>9}")
-        for row in d["table"]:
-            out.append(f"    {row['M']:>6} {row['naive_bias']:>+11.4f} "
-                       f"{'(' + format(row['naive_bias_stderr'], '.4f') + ')':>9} "
-                       f"{row['naive_std']:>10.4f} {row['is_bias']:>+10.4f} {row['is_std']:>9.4f}")
-    if 8 in by_number:
-        d = by_number[8].details
-        out.append(f"#8  for contrast, at the mean-field q the ELBO's gradient misses "
-                   f"grad log p(x) by up to {d['max_error_at_mean_field_q']:.4f}")
-    if 9 in by_number:
-        d = by_number[9].details
-        mf = ", ".join(f"{v:.4f}" for v in d["mean_field_var"])
-        post = ", ".join(f"{v:.4f}" for v in d["posterior_var"])
-        out.append(f"#9  mean-field variances [{mf}] < posterior marginal variances [{post}] "
-                   f"({d['steps']} ascent steps)")
-    if 11 in by_number:
-        d = by_number[11].details
-        out.append(f"#11 importance-weighted bounds ({d['reps']} repeats at the largest K, "
-                   f"the same number of z samples at every K; closed-form ELBO "
-                   f"{d['closed_form_elbo']:.4f}, log p(x) {by_number[11].rhs:.4f})")
-        out.append(f"    {'K':>6} {'L_K':>10} {'stderr':>8} {'log p(x) - L_K':>15}")
-        for row in d["table"]:
-            out.append(f"    {row['K']:>6} {row['L_K']:>10.4f} {row['stderr']:>8.4f} "
-                       f"{row['gap_to_log_px']:>15.4f}")
-    if 12 in by_number:
-        d = by_number[12].details
-        out.append(f"#12 per-sample variance of grad ELBO (summed over mu, log_var): "
-                   f"reparameterized {d['reparam_variance']:.3f}, score function "
-                   f"{d['score_variance']:.3f}, ratio {d['variance_ratio_score_over_reparam']:.1f}"
-                   f" ({d['n_mc']} samples)")
+    for r in results:
+        for i, line in enumerate(r.summary):
+            out.append(f"#{r.number:<2} {line}" if i == 0 else f"    {line}")
     return "\n".join(out)
 
 
