@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 from .identities import IDENTITIES, IdentityResult, default_problem, run_all
+from .plots import PLOTS, write_plots
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -38,6 +40,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    choices=sorted(IDENTITIES), help="the identity numbers to check")
     p.add_argument("--no-details", action="store_true",
                    help="print the table only, without the supporting tables below it")
+    p.add_argument("--plots", metavar="DIR", default=None,
+                   help="also write one PNG per identity that has a picture "
+                   f"({', '.join(map(str, sorted(PLOTS)))}) into DIR; needs matplotlib "
+                   "(default: no pictures)")
     p.set_defaults(run=run)
     return p
 
@@ -69,6 +75,20 @@ def format_details(results: list[IdentityResult]) -> str:
     return "\n".join(out)
 
 
+def _write_plots(results, directory, stream) -> list[str] | None:
+    """Write the pictures if asked; say what happened on ``stream``; the paths, or None."""
+    if directory is None:
+        return None
+    paths = write_plots(results, directory)
+    if paths is None:
+        print("--plots: matplotlib is not installed (pip install 'minivae[plots]'); "
+              "no pictures written", file=stream)
+        return None
+    print(f"pictures: {len(paths)} written to {directory}"
+          + "".join(f"\n  {p}" for p in paths), file=stream)
+    return [str(p) for p in paths]
+
+
 def run(args) -> int:
     """Run the checks; print a table (or JSON); return 0 if every identity held, else 1."""
     start = time.perf_counter()
@@ -77,8 +97,11 @@ def run(args) -> int:
     n_passed = sum(r.passed for r in results)
     ok = n_passed == len(results)
     if args.json:
+        # the JSON document alone goes to stdout; what the pictures did goes to stderr
+        plots = _write_plots(results, args.plots, sys.stderr)
         doc = {"seed": args.seed, "passed": ok, "n_passed": n_passed, "n_total": len(results),
-               "elapsed_seconds": elapsed, "identities": [r.to_dict() for r in results]}
+               "elapsed_seconds": elapsed, "plots": plots,
+               "identities": [r.to_dict() for r in results]}
         print(json.dumps(doc, indent=2))
         return 0 if ok else 1
     p = default_problem(args.seed)
@@ -92,4 +115,5 @@ def run(args) -> int:
         print(format_details(results))
     print()
     print(f"{n_passed}/{len(results)} identities hold ({elapsed:.1f} s)")
+    _write_plots(results, args.plots, sys.stdout)
     return 0 if ok else 1
