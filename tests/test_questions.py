@@ -6,7 +6,9 @@ errors (chance failure < 6e-7 per compared number), with reduced sample sizes.
 """
 
 import builtins
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -305,3 +307,17 @@ def test_verify_plots_without_matplotlib_says_so_and_exits_normally(tmp_path, ca
     assert json.loads(captured.out)["plots"] is None
     assert "matplotlib is not installed" in captured.err
     assert not (tmp_path / "p").exists()
+
+
+def test_snr_slopes_script_runs_and_shows_the_trend(capsys):
+    """A short run of scripts/snr_slopes.py (few draws): the plumbing, and the signs."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / "snr_slopes.py"
+    spec = importlib.util.spec_from_file_location("snr_slopes", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    t = script.exact_model(0, [1, 10, 100], 300)
+    assert t["iwae_encoder"]["median_slope"] < -0.25 < 0.25 < t["decoder"]["median_slope"]
+    n = script.network([1, 30], 60)
+    assert n["iwae_encoder"]["median_slope"] < n["dreg_encoder"]["median_slope"]
+    script.print_table("network", n)
+    assert "slope of log SNR" in capsys.readouterr().out

@@ -6,7 +6,9 @@ Each identity is a function with a descriptive name, registered under its number
 side, their difference, whether the identity held, the supporting numbers
 (``details``) and the lines worth printing under the table (``summary``).
 ``python -m minivae verify`` prints them as a table and the tests run them over
-random models.
+random models. Identities 1-12 are here; 13-17 (the questions people ask about the ELBO)
+are in :mod:`minivae.theory.questions` and 18 (the network's own ELBO) in
+:mod:`minivae.theory.network`, registered in the same :data:`IDENTITIES`.
 
 The models are exact (:mod:`minivae.theory.exact`): a linear-Gaussian model, whose
 marginal and posterior are Gaussian, and a Gaussian mixture, whose latent is

@@ -4,7 +4,8 @@ Runs :func:`minivae.theory.identities.run_all` on a small linear-Gaussian model 
 Gaussian mixture (exact models, so the truth is known), prints one row per
 identity (left side, right side, difference, pass/fail, and where the
 identity comes from) and the supporting tables, and exits non-zero if any
-identity fails.
+identity fails. ``--plots DIR`` also draws the identities that have a picture
+(:mod:`minivae.theory.plots`).
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "verify",
         help="check the identities of the VAE derivation on exact models",
         description="Check the numbered identities of the ELBO derivation (bounds, the KL gap, "
-        "Jensen's gap, Fisher's identity, mean-field optimum, IWAE, gradient estimators) on a "
-        "linear-Gaussian model and a Gaussian mixture whose marginal likelihood and posterior "
-        "are known exactly. Prints left side, right side and difference (in nats unless "
-        "stated) and exits with status 1 if any identity fails. Monte Carlo identities pass "
-        "when the estimate is within 4 standard errors of the exact value.",
+        "Jensen's gap, Fisher's identity, mean-field optimum, IWAE, gradient estimators; then "
+        "the questions people ask: which KL direction, prior or posterior, ELBO surgery, "
+        "sticking the landing, IWAE's signal-to-noise and DReG, and the VAE network's own "
+        "ELBO) on a linear-Gaussian model and a Gaussian mixture whose marginal likelihood and "
+        "posterior are known exactly. Prints left side, right side and difference (in nats "
+        "unless stated) and exits with status 1 if any identity fails. Monte Carlo identities "
+        "pass when the estimate is within 4 standard errors of the exact value.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--seed", type=int, default=0,
