@@ -125,7 +125,7 @@ def network_elbo_is_exact(problem: Problem, rng: np.random.Generator, batch: int
                      "sigma_point_elbo": rows[0]["network_elbo"][0], "sigma_point_K": 2 * Z}
     gaps = [g for r in rows for g in (r["gap_min"], r["gap_max"])]
     return IdentityResult(
-        name="VAE's own -loss at 2Z sigma points = exact ELBO < log p(x)",
+        name="VAE's ELBO at 2Z sigma points = exact ELBO < log p(x)",
         source="log p(x|z) quadratic in z: sigma points +-sqrt(Z) e_j integrate it exactly",
         lhs=first[0],
         rhs=first[1],

@@ -393,7 +393,7 @@ def prior_or_posterior(problem: Problem, rng: np.random.Generator, max_steps: in
     ok = (end_full[1] <= tol and abs(end_full[2] - target) <= tol
           and abs(end_diag[1] - mf_gap) <= tol)
     return IdentityResult(
-        name="argmax_q ELBO: KL(q||p(z|x)) -> 0, KL(q||p(z)) -> KL(p(z|x)||p(z))",
+        name="argmax ELBO: KL(q||p(z)) = KL(p(z|x)||p(z)), not 0",
         source="ELBO = log p(x) - KL(q || p(z|x)): the optimum is the posterior",
         lhs=end_full[2],
         rhs=target,
@@ -716,7 +716,7 @@ def sticking_the_landing(problem: Problem, rng: np.random.Generator, n_mc: int =
               and full_err <= REL_TOL * scale)
     lower_or_higher = "lower" if rows[0]["stl_variance"] < rows[0]["full_variance"] else "higher"
     return IdentityResult(
-        name="STL gradient: unbiased; at q = p(z|x) it is 0 for every eps",
+        name="STL gradient: unbiased; 0 for every eps at q = p(z|x)",
         source="Roeder et al. 2017: log p(x,z) - log q(z|x) = log p(x) at the posterior",
         lhs=stl_var_post,
         rhs=0.0,
@@ -853,7 +853,7 @@ def iwae_snr_and_dreg(problem: Problem, rng: np.random.Generator, ks=(1, 10, 100
     passed = (paired_z < z_tol and median["iwae_encoder"] < -0.25
               and median["decoder"] > 0.25 and median["dreg_encoder"] > -0.1)
     return IdentityResult(
-        name="log SNR vs log K: IWAE encoder -1/2, decoder +1/2, DReG >= 0",
+        name="SNR slope in K: IWAE enc -1/2, dec +1/2, DReG enc >= 0",
         source="Rainforth et al. 2018 (IWAE's SNR); Tucker et al. 2019 (DReG)",
         lhs=median["iwae_encoder"],
         rhs=-0.5,
