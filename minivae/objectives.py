@@ -1,4 +1,4 @@
-r"""Objectives beyond the ELBO: the IWAE bound, the score-function gradient, log p(x) estimates.
+r"""Objectives beyond the ELBO: IWAE, STL and DReG, the score-function gradient, log p(x) estimates.
 
 Everything here is in nats per datapoint and builds on the stages of
 :meth:`minivae.vae.VAE.forward` (encode, reparameterize, decode, log p(x|z)) and its
@@ -22,7 +22,8 @@ and everything else is a way of averaging it:
 Contents
 --------
 :func:`log_importance_weights`, :func:`iwae_loss_and_grad`,
-:func:`iwae_elbo_identity_gap`, :func:`score_function_grad`,
+:func:`iwae_elbo_identity_gap`, :func:`stl_loss_and_grad`, :func:`dreg_loss_and_grad`,
+:func:`check_estimator`, :func:`score_function_grad`,
 :func:`importance_sampled_log_marginal`, :func:`prior_sampling_log_marginal`,
 :class:`LogMarginalEstimate`.
 """
@@ -158,6 +159,135 @@ def iwae_elbo_identity_gap(model: VAE, x: np.ndarray, eps: np.ndarray) -> float:
         e = eps[k : k + 1]
         worst = max(worst, abs(iwae_loss(model, x, e) - model.loss(x, e, kl="mc")))
     return worst
+
+
+# ----------------------------------------------------------------------------------------
+# Path-derivative estimators: sticking the landing (ELBO) and DReG (IWAE)
+# ----------------------------------------------------------------------------------------
+
+#: gradient estimators: "pathwise" is the exact gradient of the objective at the drawn eps
+#: (:meth:`VAE.loss_and_grad`, :func:`iwae_loss_and_grad`); "stl" and "dreg" drop a
+#: zero-mean score term from the encoder's gradient (:func:`stl_loss_and_grad`,
+#: :func:`dreg_loss_and_grad`)
+ESTIMATORS = ("pathwise", "stl", "dreg")
+
+
+def check_estimator(objective: str, estimator: str, kl: str = "mc") -> str:
+    """``estimator`` if it fits ``objective`` and ``kl``, else a ValueError that says why.
+
+    * ``"pathwise"`` fits every objective and KL mode;
+    * ``"stl"`` is for the ELBO with the Monte Carlo KL: it drops the score term of
+      log q(z|x) *at the samples*, which the closed-form KL does not have; on the IWAE
+      bound it is biased (Tucker et al. 2019), which is what DReG fixes;
+    * ``"dreg"`` is for the IWAE bound (at K = 1 it equals ``"stl"``).
+    """
+    choice(objective, OBJECTIVES, "objective")
+    choice(estimator, ESTIMATORS, "estimator")
+    if estimator == "stl" and objective != "elbo":
+        raise ValueError("estimator 'stl' (sticking the landing) is for objective 'elbo'; on "
+                         "the IWAE bound it is biased: use estimator 'dreg' with objective 'iwae'")
+    if estimator == "stl" and kl != "mc":
+        raise ValueError("estimator 'stl' drops the score term of log q(z|x) at the samples, so "
+                         "it needs the Monte Carlo KL: use kl 'mc' (got kl 'analytic', the "
+                         "closed form, which has no sampled log q)")
+    if estimator == "dreg" and objective != "iwae":
+        raise ValueError("estimator 'dreg' (doubly reparameterized) is the gradient of the IWAE "
+                         "bound: use objective 'iwae' (for the ELBO use estimator 'stl', with kl "
+                         "'mc'; DReG at K = 1 is STL)")
+    return estimator
+
+
+def _path_dz(fwd: Forward, g: np.ndarray, dz_lik: np.ndarray, beta: float = 1.0) -> np.ndarray:
+    r""":math:`\partial L/\partial z` for :math:`L = \sum_{kb} g_{kb}\log w_{kb}` with the
+    parameters inside :math:`\log q` held fixed (only the path through z is kept).
+
+    .. math::  \frac{\partial\log w}{\partial z}
+               = \frac{\partial\log p(x|z)}{\partial z} - z + \frac{z - \mu}{\sigma^2}
+               = \frac{\partial\log p(x|z)}{\partial z} - z + \frac{\epsilon}{\sigma}
+
+    ``dz_lik`` is ``g * d log p(x|z)/dz`` from :meth:`VAE.log_lik_backward`; ``beta``
+    weighs the two KL parts (log p(z) and -log q).
+    """
+    return dz_lik + (beta * g)[..., None] * (fwd.eps / fwd.sigma - fwd.z)
+
+
+def stl_loss_and_grad(model: VAE, x: np.ndarray, eps: np.ndarray, *, beta: float = 1.0,
+                      out: ParamDict | None = None) -> tuple[float, ParamDict]:
+    r"""Negative ELBO (Monte Carlo KL) and its "sticking the landing" gradient estimate.
+
+    The loss is ``model.loss(x, eps, kl="mc", beta=beta)``:
+    :math:`-\frac1{BK}\sum_{b,k}[\log p(x_b|z_{kb}) + \beta(\log p(z_{kb})
+    - \log q_\phi(z_{kb}|x_b))]`. Its exact gradient with respect to the encoder
+    :math:`\phi` has two parts: the path through :math:`z = \mu + \sigma\epsilon`, and
+    the score term :math:`-\nabla_\phi\log q_\phi(z|x)` at fixed z, whose mean under q is
+    zero. Roeder, Wu and Duvenaud (2017) drop the score term: the estimate stays unbiased
+    and, when q equals the posterior, :math:`\log p(x,z) - \log q(z|x) = \log p(x)` for
+    every z, so the remaining path term is exactly zero for every eps (zero variance).
+
+    It is the gradient of the surrogate in which :math:`\phi` inside :math:`\log q` is held
+    at its current value :math:`\phi_0`:
+
+    .. math::  \nabla_\phi\Big[-\frac1{BK}\sum_{b,k}\big(\log p(x_b|z_{kb}(\phi))
+               + \beta\log p(z_{kb}(\phi)) - \beta\log q_{\phi_0}(z_{kb}(\phi)|x_b)\big)
+               \Big]_{\phi=\phi_0}
+
+    The decoder's gradient is the ordinary (exact) one. ``beta`` weighs the KL parts as in
+    :meth:`VAE.loss_and_grad`. Returns ``(loss, grads)``, ``grads`` being ``out`` if given
+    (overwritten) or a new :class:`~minivae.params.ParamDict`.
+    """
+    fwd = _check_model(model).forward(x, eps)
+    beta = VAE._check_kl("mc", beta)
+    log_q = reparameterized_log_q(fwd.log_var, fwd.eps)
+    kl_mc = log_q - standard_normal_log_prob(fwd.z)
+    loss = float(-np.mean(fwd.log_lik - beta * kl_mc))
+    K, B = fwd.K, fwd.B
+    g = np.full((K, B), -1.0 / (K * B), dtype=model.dtype)  # dloss/dlog p(x|z)
+    grads = model.grad_out(out)
+    dz = _path_dz(fwd, g, model.log_lik_backward(fwd, g, grads), beta)
+    d_mu, d_log_var = reparameterize_backward(dz, fwd.eps, fwd.sigma)
+    model.encode_backward(d_mu, d_log_var, fwd.enc_cache, grads)
+    return loss, grads
+
+
+def dreg_loss_and_grad(model: VAE, x: np.ndarray, eps: np.ndarray,
+                       out: ParamDict | None = None) -> tuple[float, ParamDict]:
+    r"""Negative IWAE bound and its doubly reparameterized (DReG) gradient estimate.
+
+    The loss is :func:`iwae_loss`'s, :math:`-\frac1B\sum_b\log\frac1K\sum_k w_{kb}`, and
+    the decoder's gradient is :func:`iwae_loss_and_grad`'s. For the encoder, Tucker,
+    Lawson, Gu and Maddison (2019) rewrite the score-function part of the IWAE gradient
+    by reparameterizing it a second time; the result has no score term:
+
+    .. math::  \hat g_\phi = -\frac1B\sum_b\sum_k \tilde w_{kb}^2\,
+               \frac{\partial\log w_{kb}}{\partial z_{kb}}\frac{dz_{kb}}{d\phi},\qquad
+               \tilde w_{kb} = \frac{w_{kb}}{\sum_{k'}w_{k'b}},
+
+    where :math:`\partial\log w/\partial z` holds q's parameters fixed (see
+    :func:`_path_dz`). It is unbiased for the same gradient as the plain IWAE estimator,
+    and its signal-to-noise ratio does not fall as K grows (the plain one falls like
+    :math:`K^{-1/2}`, Rainforth et al. 2018). At K = 1 it equals
+    :func:`stl_loss_and_grad`.
+
+    It is the gradient of the surrogate, with :math:`\tilde w` and :math:`\phi` inside
+    :math:`\log q` held at their current values,
+    :math:`-\frac1B\sum_{b,k}\tilde w_{kb}^2\log w_{kb}(z_{kb}(\phi))`.
+
+    Since z_kb enters only its own term, :math:`\partial L/\partial z_{kb}` is linear in
+    the weight of that term: the backward pass runs once, with the IWAE weights
+    :math:`\tilde w` (what the decoder needs), and the encoder's dz is then multiplied by
+    :math:`\tilde w` once more.
+    """
+    fwd = _check_model(model).forward(x, eps)
+    log_w = _log_weights(fwd)
+    loss = float(-np.mean(logmeanexp(log_w, axis=0)))
+    w_tilde = _softmax_over_k(log_w)
+    g = -w_tilde / fwd.B  # dloss/dlog w for the decoder, as in iwae_loss_and_grad
+    grads = model.grad_out(out)
+    dz = _path_dz(fwd, g, model.log_lik_backward(fwd, g, grads))
+    dz *= w_tilde[..., None]  # -(w_tilde^2 / B) dlog w/dz
+    d_mu, d_log_var = reparameterize_backward(dz, fwd.eps, fwd.sigma)
+    model.encode_backward(d_mu, d_log_var, fwd.enc_cache, grads)
+    return loss, grads
 
 
 # ----------------------------------------------------------------------------------------

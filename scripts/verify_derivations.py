@@ -1,7 +1,8 @@
 """Check every identity of the VAE derivation with numbers.
 
 The same as ``python -m minivae verify``; arguments are passed through
-(``--seed``, ``--json``, ``--only N ...``, ``--no-details``; see ``--help``).
+(``--seed``, ``--json``, ``--only N ...``, ``--no-details``, ``--plots DIR``; see
+``--help``).
 Exits non-zero if any identity fails.
 """
 

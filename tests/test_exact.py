@@ -228,6 +228,29 @@ def test_elbo_diag_grad_wrt_q(seed, D, Z, full):
 
 
 @given(seeds, dims, latents, st.booleans())
+def test_elbo_grad_wrt_full_covariance_q(seed, D, Z, full):
+    model, rng, x = _model(seed, D, Z, full)
+    q_mean, q_cov = rng.standard_normal(Z), _random_spd(rng, Z)
+    d_mean, d_cov = model.elbo_grad(x[0], q_mean, q_cov)
+    np.testing.assert_array_equal(d_cov, d_cov.T)
+    # along symmetric directions of Q: d ELBO = d_mean . du + tr(d_cov dQ)
+    worst = 0.0
+    for _ in range(3):
+        u, U = rng.standard_normal(Z), rng.standard_normal((Z, Z))
+        U = 0.5 * (U + U.T)
+
+        def f(t, u=u, U=U):
+            return model.elbo(x[0], q_mean + t * u, q_cov + t * U)
+
+        numeric = directional_derivative(f, 0.0, 1.0, 1e-4)
+        worst = max(worst, rel_error(d_mean @ u + np.sum(d_cov * U), numeric))
+    assert worst <= GRAD_TOL
+    m, S = model.posterior(x[0])  # and it vanishes at the posterior
+    d_mean, d_cov = model.elbo_grad(x[0], m, S)
+    assert np.max(np.abs(d_mean)) < 1e-10 and np.max(np.abs(d_cov)) < 1e-10
+
+
+@given(seeds, dims, latents, st.booleans())
 def test_best_mean_field_is_a_stationary_maximum(seed, D, Z, full):
     model, rng, x = _model(seed, D, Z, full)
     mu, log_var = model.best_mean_field(x[0])

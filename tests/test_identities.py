@@ -186,7 +186,7 @@ def test_planted_bugs_are_caught():
 
 
 def test_run_all_is_reproducible_and_serializable():
-    # (the full default run, all 12 passing, is tested through the CLI in test_verify_cli)
+    # (the full default run, all 18 passing, is tested through the CLI in test_verify_cli)
     a = run_all(seed=0, numbers=[3, 6, 12])
     b = run_all(seed=0, numbers=[6, 12])
     assert [r.number for r in a] == [3, 6, 12] and all(r.passed for r in a)
@@ -200,6 +200,6 @@ def test_run_all_is_reproducible_and_serializable():
 
 
 def test_run_all_rejects_unknown_numbers():
-    with pytest.raises(ValueError, match="identity numbers must be in 1..12"):
-        run_all(numbers=[0, 13])
-    assert len(IDENTITIES) == 12
+    with pytest.raises(ValueError, match="identity numbers must be in 1..18"):
+        run_all(numbers=[0, 19])
+    assert len(IDENTITIES) == 18

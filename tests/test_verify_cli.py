@@ -18,10 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_verify_prints_the_table_and_exits_zero(capsys):
     assert main(["verify", "--seed", "0"]) == 0
     out = capsys.readouterr().out
-    assert "12/12 identities hold" in out
+    assert "18/18 identities hold" in out
     for header in ("identity", "left side", "right side", "difference", "result"):
         assert header in out
-    assert out.count("PASS") == 12 and "FAIL" not in out
+    assert out.count("PASS") == 18 and "FAIL" not in out
     assert "from: " in out and "nats" in out
     assert "naive bias" in out  # the bias/std table of identity 6
 
@@ -51,12 +51,12 @@ def test_verify_exit_status_is_nonzero_when_an_identity_fails(monkeypatch, capsy
 
 def test_verify_rejects_unknown_identity_and_documents_its_options(capsys):
     with pytest.raises(SystemExit) as exc:
-        main(["verify", "--only", "13"])
+        main(["verify", "--only", "19"])
     assert exc.value.code == 2
     capsys.readouterr()
     sub = build_parser()._subparsers._group_actions[0].choices["verify"]
     text = sub.format_help()
-    for option in ("--seed", "--json", "--only", "--no-details", "(default: 0)"):
+    for option in ("--seed", "--json", "--only", "--no-details", "--plots", "(default: 0)"):
         assert option in text
 
 

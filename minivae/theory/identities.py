@@ -6,7 +6,9 @@ Each identity is a function with a descriptive name, registered under its number
 side, their difference, whether the identity held, the supporting numbers
 (``details``) and the lines worth printing under the table (``summary``).
 ``python -m minivae verify`` prints them as a table and the tests run them over
-random models.
+random models. Identities 1-12 are here; 13-17 (the questions people ask about the ELBO)
+are in :mod:`minivae.theory.questions` and 18 (the network's own ELBO) in
+:mod:`minivae.theory.network`, registered in the same :data:`IDENTITIES`.
 
 The models are exact (:mod:`minivae.theory.exact`): a linear-Gaussian model, whose
 marginal and posterior are Gaussian, and a Gaussian mixture, whose latent is
@@ -522,6 +524,32 @@ def elbo_gradient_at_posterior(problem: Problem, rng: np.random.Generator) -> Id
 # --------------------------------------------------------------------------
 
 
+def mean_field_ascent(model: LinearGaussian, x, max_steps: int = 200000,
+                      grad_tol: float = 1e-12, trace: Callable | None = None):
+    r"""Gradient ascent on the closed-form ELBO over a diagonal q, from q = p(z) = N(0, I).
+
+    Steps of :math:`1/\lambda_{max}(\Lambda)` along :meth:`LinearGaussian.elbo_diag_grad`
+    until every component of the gradient is below ``grad_tol``. ``trace(n, mu, log_var)``,
+    if given, is called before step n (n = 0 is the start). Returns ``(mu, log_var, n)``,
+    n the number of gradients evaluated.
+    """
+    Z = model.Z
+    mu, log_var = np.zeros(Z), np.zeros(Z)
+    # The Hessian in mu is -Lambda, so 1/lambda_max is a safe step (and safe for log_var,
+    # whose curvature is 0.5 * exp(v) Lambda_jj <= lambda_max while exp(v) <= 1).
+    step = 1.0 / max(1.0, float(np.linalg.eigvalsh(model.posterior_precision)[-1]))
+    n = 0
+    for n in range(1, max_steps + 1):  # noqa: B007 - n is returned
+        if trace is not None:
+            trace(n - 1, mu, log_var)
+        d_mu, d_log_var = model.elbo_diag_grad(x, mu, log_var)
+        if max(np.max(np.abs(d_mu)), np.max(np.abs(d_log_var))) < grad_tol:
+            break
+        mu = mu + step * d_mu
+        log_var = log_var + step * d_log_var
+    return mu, log_var, n
+
+
 @identity(9)
 def mean_field_optimum(problem: Problem, rng: np.random.Generator, max_steps: int = 200000,
                grad_tol: float = 1e-12) -> IdentityResult:
@@ -535,18 +563,7 @@ def mean_field_optimum(problem: Problem, rng: np.random.Generator, max_steps: in
     error over all means and log-variances.
     """
     model, x = problem.model, problem.x
-    Z = model.Z
-    mu, log_var = np.zeros(Z), np.zeros(Z)
-    # The Hessian in mu is -Lambda, so 1/lambda_max is a safe step (and safe for log_var,
-    # whose curvature is 0.5 * exp(v) Lambda_jj <= lambda_max while exp(v) <= 1).
-    step = 1.0 / max(1.0, float(np.linalg.eigvalsh(model.posterior_precision)[-1]))
-    n = 0
-    for n in range(1, max_steps + 1):  # noqa: B007 - n is reported below
-        d_mu, d_log_var = model.elbo_diag_grad(x, mu, log_var)
-        if max(np.max(np.abs(d_mu)), np.max(np.abs(d_log_var))) < grad_tol:
-            break
-        mu = mu + step * d_mu
-        log_var = log_var + step * d_log_var
+    mu, log_var, n = mean_field_ascent(model, x, max_steps, grad_tol)
     mu_star, log_var_star = model.best_mean_field(x)
     err = float(max(np.max(np.abs(mu - mu_star)), np.max(np.abs(log_var - log_var_star))))
     tol = 1e-9

@@ -4,16 +4,19 @@ Runs :func:`minivae.theory.identities.run_all` on a small linear-Gaussian model 
 Gaussian mixture (exact models, so the truth is known), prints one row per
 identity (left side, right side, difference, pass/fail, and where the
 identity comes from) and the supporting tables, and exits non-zero if any
-identity fails.
+identity fails. ``--plots DIR`` also draws the identities that have a picture
+(:mod:`minivae.theory.plots`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 from .identities import IDENTITIES, IdentityResult, default_problem, run_all
+from .plots import PLOTS, write_plots
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -22,11 +25,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "verify",
         help="check the identities of the VAE derivation on exact models",
         description="Check the numbered identities of the ELBO derivation (bounds, the KL gap, "
-        "Jensen's gap, Fisher's identity, mean-field optimum, IWAE, gradient estimators) on a "
-        "linear-Gaussian model and a Gaussian mixture whose marginal likelihood and posterior "
-        "are known exactly. Prints left side, right side and difference (in nats unless "
-        "stated) and exits with status 1 if any identity fails. Monte Carlo identities pass "
-        "when the estimate is within 4 standard errors of the exact value.",
+        "Jensen's gap, Fisher's identity, mean-field optimum, IWAE, gradient estimators; then "
+        "the questions people ask: which KL direction, prior or posterior, ELBO surgery, "
+        "sticking the landing, IWAE's signal-to-noise and DReG, and the VAE network's own "
+        "ELBO) on a linear-Gaussian model and a Gaussian mixture whose marginal likelihood and "
+        "posterior are known exactly. Prints left side, right side and difference (in nats "
+        "unless stated) and exits with status 1 if any identity fails. Monte Carlo identities "
+        "pass when the estimate is within 4 standard errors of the exact value.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--seed", type=int, default=0,
@@ -38,6 +43,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    choices=sorted(IDENTITIES), help="the identity numbers to check")
     p.add_argument("--no-details", action="store_true",
                    help="print the table only, without the supporting tables below it")
+    p.add_argument("--plots", metavar="DIR", default=None,
+                   help="also write one PNG per identity that has a picture "
+                   f"({', '.join(map(str, sorted(PLOTS)))}) into DIR; needs matplotlib "
+                   "(default: no pictures)")
     p.set_defaults(run=run)
     return p
 
@@ -69,6 +78,20 @@ def format_details(results: list[IdentityResult]) -> str:
     return "\n".join(out)
 
 
+def _write_plots(results, directory, stream) -> list[str] | None:
+    """Write the pictures if asked; say what happened on ``stream``; the paths, or None."""
+    if directory is None:
+        return None
+    paths = write_plots(results, directory)
+    if paths is None:
+        print("--plots: matplotlib is not installed (pip install 'minivae[plots]'); "
+              "no pictures written", file=stream)
+        return None
+    print(f"pictures: {len(paths)} written to {directory}"
+          + "".join(f"\n  {p}" for p in paths), file=stream)
+    return [str(p) for p in paths]
+
+
 def run(args) -> int:
     """Run the checks; print a table (or JSON); return 0 if every identity held, else 1."""
     start = time.perf_counter()
@@ -77,8 +100,11 @@ def run(args) -> int:
     n_passed = sum(r.passed for r in results)
     ok = n_passed == len(results)
     if args.json:
+        # the JSON document alone goes to stdout; what the pictures did goes to stderr
+        plots = _write_plots(results, args.plots, sys.stderr)
         doc = {"seed": args.seed, "passed": ok, "n_passed": n_passed, "n_total": len(results),
-               "elapsed_seconds": elapsed, "identities": [r.to_dict() for r in results]}
+               "elapsed_seconds": elapsed, "plots": plots,
+               "identities": [r.to_dict() for r in results]}
         print(json.dumps(doc, indent=2))
         return 0 if ok else 1
     p = default_problem(args.seed)
@@ -92,4 +118,5 @@ def run(args) -> int:
         print(format_details(results))
     print()
     print(f"{n_passed}/{len(results)} identities hold ({elapsed:.1f} s)")
+    _write_plots(results, args.plots, sys.stdout)
     return 0 if ok else 1

@@ -16,7 +16,7 @@ from .. import __version__
 from ..checks import DTYPES
 from ..layers import ACTIVATIONS
 from ..likelihoods import LIKELIHOODS
-from ..objectives import OBJECTIVES
+from ..objectives import ESTIMATORS, OBJECTIVES
 from ..optim import OPTIMIZERS
 from ..theory import verify
 from ..vae import KL_MODES
@@ -80,6 +80,10 @@ def _add_train(sub) -> None:
     g.add_argument("--objective", choices=OBJECTIVES, default=None,
                    help=f"elbo, or iwae (the importance-weighted bound L_K of Burda et al.) "
                    f"(default: {d.objective})")
+    g.add_argument("--estimator", choices=ESTIMATORS, default=None,
+                   help="gradient estimator: pathwise (the exact gradient of the objective "
+                   "at the drawn z), stl (sticking the landing: elbo with --kl mc) or dreg "
+                   f"(doubly reparameterized: iwae) (default: {d.estimator})")
     g.add_argument("--k", type=int, default=None, metavar="K",
                    help=f"samples of z per datapoint per step (default: {d.k})")
     g.add_argument("--kl", choices=KL_MODES, default=None,
@@ -123,7 +127,7 @@ def _add_train(sub) -> None:
 _TRAIN_OPTIONS = ("dataset", "data_dir", "data_seed", "binarize", "hidden", "decoder_hidden",
                   "latent_dim", "likelihood", "activation", "dtype", "objective", "k", "kl",
                   "beta", "warmup_epochs", "optimizer", "lr", "batch_size", "epochs",
-                  "patience", "seed", "train_eval_size")
+                  "patience", "seed", "train_eval_size", "estimator")
 
 
 def _run_train(args) -> int:

@@ -40,7 +40,13 @@ from typing import Any
 import numpy as np
 
 from ..checks import DTYPES, choice
-from ..objectives import OBJECTIVES, iwae_loss_and_grad
+from ..objectives import (
+    OBJECTIVES,
+    check_estimator,
+    dreg_loss_and_grad,
+    iwae_loss_and_grad,
+    stl_loss_and_grad,
+)
 from ..optim import OPTIMIZERS, Adam, make_optimizer
 from ..vae import KL_MODES, VAE
 from . import figures
@@ -73,6 +79,7 @@ class TrainConfig:
     likelihood: str = "bernoulli"
     activation: str = "relu"
     objective: str = "elbo"
+    estimator: str = "pathwise"
     k: int = 1
     kl: str = "analytic"
     beta: float = 1.0
@@ -110,6 +117,7 @@ class TrainConfig:
             raise ValueError(f"beta must be a number >= 0, got {self.beta!r}")
         if not (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0):
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")
+        check_estimator(self.objective, self.estimator, self.kl)
         if self.objective == "iwae" and (self.beta != 1.0 or self.warmup_epochs):
             raise ValueError("beta and KL warm-up apply to the ELBO objective only; the IWAE "
                              "bound has no separate KL term (use --objective elbo)")
@@ -153,18 +161,26 @@ class NonFiniteError(FloatingPointError):
 # ----------------------------------------------------------------------
 
 
-def make_objective(model: VAE, objective: str = "elbo", *, kl: str = "analytic"):
+def make_objective(model: VAE, objective: str = "elbo", *, kl: str = "analytic",
+                   estimator: str = "pathwise"):
     """``loss_and_grad(x, eps, beta=1.0) -> (loss, grads)`` for the chosen objective.
 
     ``"elbo"`` is :meth:`VAE.loss_and_grad` (``kl`` closed form or Monte Carlo, KL
     weight ``beta``); ``"iwae"`` is :func:`minivae.objectives.iwae_loss_and_grad`
-    (no separate KL term, so no beta). Every call writes into one gradient buffer: a
+    (no separate KL term, so no beta). ``estimator`` ``"stl"`` (ELBO, ``kl="mc"``) and
+    ``"dreg"`` (IWAE) swap in :func:`~minivae.objectives.stl_loss_and_grad` and
+    :func:`~minivae.objectives.dreg_loss_and_grad`: the same loss, an encoder gradient
+    without the zero-mean score term. Every call writes into one gradient buffer: a
     fresh parameter-sized array per step costs about as much, in page faults, as the
     whole 784-400-20 step.
     """
-    choice(objective, OBJECTIVES, "objective")
     choice(kl, KL_MODES, "kl")
+    check_estimator(objective, estimator, kl)
     grads = model.new_grad()
+    if estimator == "stl":
+        return lambda x, eps, beta=1.0: stl_loss_and_grad(model, x, eps, beta=beta, out=grads)
+    if estimator == "dreg":
+        return lambda x, eps, beta=1.0: dreg_loss_and_grad(model, x, eps, out=grads)
     if objective == "iwae":
         return lambda x, eps, beta=1.0: iwae_loss_and_grad(model, x, eps, out=grads)
     return lambda x, eps, beta=1.0: model.loss_and_grad(x, eps, kl=kl, beta=beta, out=grads)
@@ -403,7 +419,8 @@ class _Session:
         self.image_shape = self.data.dataset.image_shape
         self.model = build_model(config, self.data.train.shape[1])
         self.optimizer = make_optimizer(config.optimizer, config.lr)
-        self.loss_and_grad = make_objective(self.model, config.objective, kl=config.kl)
+        self.loss_and_grad = make_objective(self.model, config.objective, kl=config.kl,
+                                            estimator=config.estimator)
         self.rng = np.random.default_rng([config.seed, 1])  # minibatches, binarization, eps
         self.n_batches = -(-len(self.data.train) // config.batch_size)
         self.warmup_steps = config.warmup_epochs * self.n_batches
