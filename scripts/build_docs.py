@@ -60,7 +60,8 @@ API_MODULES = [
     "minivae.numerics", "minivae.layers", "minivae.params", "minivae.mlp",
     "minivae.distributions", "minivae.likelihoods", "minivae.vae", "minivae.objectives",
     "minivae.optim", "minivae.gradcheck", "minivae.checks",
-    "minivae.theory.exact", "minivae.theory.identities", "minivae.theory.verify",
+    "minivae.theory.exact", "minivae.theory.identities", "minivae.theory.questions",
+    "minivae.theory.network", "minivae.theory.plots", "minivae.theory.verify",
     "minivae.tool.data", "minivae.tool.train", "minivae.tool.checkpoint",
     "minivae.tool.evaluate", "minivae.tool.diagnostics", "minivae.tool.figures",
     "minivae.tool.burda", "minivae.tool.cli",
@@ -73,6 +74,7 @@ CONF = '''\
 import minivae
 
 project = "minivae"
+copyright = "2026, the minivae authors"
 release = version = minivae.__version__
 extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.mathjax",
               "sphinx-mathjax-offline", "myst_parser"]
@@ -140,12 +142,12 @@ def theory_page(plots_dir: Path | None) -> str:
     page += "\n" + heading("What ``minivae verify`` prints", "-")
     page += "Computed while this page was built (seed 0; the same numbers every time):\n\n"
     page += literal(verify.format_table(results))
-    pictures = _theory_pictures(plots_dir)
+    pictures = _theory_pictures(results, plots_dir)
     for result in results:
         check = identities.IDENTITIES[result.number]
         page += heading(f"{result.number}. {result.name}", "-")
         # documented once, in the API reference; here without an index entry
-        page += (f".. autofunction:: minivae.theory.identities.{check.__name__}\n"
+        page += (f".. autofunction:: {check.__module__}.{check.__name__}\n"
                  f"   :no-index:\n\n")
         verdict = "holds" if result.passed else "FAILS"
         page += (f"Left side {result.lhs:.6g}, right side {result.rhs:.6g}, difference "
@@ -158,20 +160,16 @@ def theory_page(plots_dir: Path | None) -> str:
     return page
 
 
-def _theory_pictures(plots_dir: Path | None) -> dict[int, list[str]]:
-    """identity number -> picture paths, from ``minivae verify --plots`` when it exists."""
-    if plots_dir is None:
-        return {}
-    from minivae.theory import verify
+def _theory_pictures(results, plots_dir: Path | None) -> dict[int, list[str]]:
+    """identity number -> picture paths (the pictures ``minivae verify --plots`` draws)."""
+    from minivae.theory.plots import write_plots
 
-    if not hasattr(verify, "write_plots"):
-        return {}
-    try:
-        written = verify.write_plots(plots_dir, seed=0)
-    except ImportError:  # matplotlib absent: the page has the numbers without pictures
+    written = write_plots(results, plots_dir) if plots_dir is not None else None
+    if not written:  # no matplotlib: the page has the numbers without pictures
         return {}
     out: dict[int, list[str]] = {}
-    for number, path in written:
+    for path in written:
+        number = int(re.match(r"identity(\d+)_", path.name).group(1))
         out.setdefault(number, []).append(os.path.relpath(path, plots_dir.parent))
     return out
 
