@@ -59,11 +59,21 @@ def atomic_open(path, *, sync: bool = False):
     ``sync=True`` also flushes the data to the disk before the rename (checkpoints), so
     that after a power loss the name holds either the old or the new file.
     """
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        yield f
-        f.flush()
-        if sync:
-            os.fsync(f.fileno())
+    with atomic_path(path) as tmp:
+        f = open(tmp, "wb")
+        try:
+            yield f
+            f.flush()
+            if sync:
+                os.fsync(f.fileno())
+            f.close()
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                f.close()  # closes the descriptor even when flushing the rest fails again
+            if isinstance(exc, OSError) and exc.filename is None:
+                # a failed write (ENOSPC, EFBIG) names no file: name the one being written
+                raise OSError(exc.errno, exc.strerror, str(path)) from exc
+            raise
 
 
 def atomic_write(path, data: bytes, *, sync: bool = False) -> Path:
