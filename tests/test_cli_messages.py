@@ -43,6 +43,16 @@ def world(tmp_path_factory):
         arrays["params"] = arrays["params"].copy()
         arrays["params"][3] = np.nan
         np.savez(path, **arrays)
+    shutil.copytree(root / "run", root / "wide")  # finite parameters, sigma = e^5000
+    for name in ("latest.npz", "best.npz"):
+        path = root / "wide" / "checkpoints" / name
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in f.files}
+        model = VAE.from_config(json.loads(arrays["meta_json"].tobytes())["model_config"])
+        model.set_flat(arrays["params"])
+        model.params["encoder.1.b"][2:] = 1e4  # the log-variance head
+        arrays["params"] = model.get_flat()
+        np.savez(path, **arrays)
     (root / "afile").write_text("x")
     (root / "half" / "checkpoints").mkdir(parents=True)
     shutil.copy(root / "run" / "checkpoints" / "best.npz", root / "half" / "checkpoints")
@@ -102,6 +112,8 @@ CASES = {
     "sample NaN": (["sample", "nanrun", "--out", "nan.png"], "holds non-finite parameters"),
     "resume NaN": (["train", "--resume", "nanrun", "--epochs", "2"],
                    "holds non-finite parameters"),
+    "evaluate overflows": (["evaluate", "wide", "--k", "5"],
+                           "the model's negative ELBO on the test split is nan (not finite)"),
     "checkpoint of a file": (["evaluate", "run/checkpoints/best.npz", "--checkpoint", "latest"],
                              "drop --checkpoint"),
     "evaluate not a run": (["evaluate", "afile"], "no checkpoint in afile/checkpoints"),
@@ -282,6 +294,21 @@ def test_the_streamed_sample_grid_equals_the_whole_picture(tmp_path, n):
                                  (8, 8))
     np.testing.assert_array_equal(_png_pixels(streamed.read_bytes()),
                                   _png_pixels(whole.read_bytes()))
+
+
+def test_a_sample_grid_with_non_finite_values_is_not_written(tmp_path):
+    rows = iter([np.full((3, 64), 0.5), np.full((3, 64), np.nan)])
+    with pytest.raises(ValueError, match="non-finite values"):
+        figures.save_sample_grid(tmp_path / "s.png", 9, lambda c: next(rows)[:c], (8, 8))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_that_would_fill_the_disk_is_refused_before_it_starts(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "disk_usage",  # 1 kB free
+                        lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(RunDirError, match=r"has 1.0 kB free; the run's checkpoints need about"):
+        train(TrainConfig(dataset="synthetic", hidden=[12], latent_dim=2), tmp_path / "r")
+    assert list(tmp_path.iterdir()) == []
 
 
 # ------------------------------------------------------------------ the memory estimate

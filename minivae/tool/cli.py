@@ -13,6 +13,8 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from .. import __version__
 from ..checks import DTYPES
 from ..layers import ACTIVATIONS
@@ -351,7 +353,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(EXIT_USAGE, f"minivae {args.command}: error: argument --seed: expected an "
                     f"integer >= 0, got {args.seed} (see minivae {args.command} --help)\n")
     try:
-        return int(args.run(args) or 0)
+        # NumPy's overflow warnings would add lines of their own; every number that matters
+        # (a step's loss and gradient, an evaluation, a picture) is checked for being finite
+        with np.errstate(all="ignore"):
+            return int(args.run(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
