@@ -9,6 +9,7 @@ each other kind of user error (the rest of each kind is in ``test_cli_messages.p
 Independent processes are started together, to keep the wall time down.
 """
 
+import contextlib
 import ctypes
 import json
 import os
@@ -62,7 +63,8 @@ def _no_child_outlives_its_test():
         child = _CHILDREN.pop()
         if child.proc.returncode is None:
             child.proc.kill()
-            os.waitpid(child.pid, 0)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(child.pid, 0)
 
 
 class Child:
@@ -299,6 +301,20 @@ def test_user_errors_in_real_processes(tmp_path):
             "data/binarized_mnist.npz is not a .npz file",
     }
     children = {args: Child(args, tmp_path) for args in cases}
+    # and a reader of the output that goes away (| head -1): a quiet end, a usable run
+    piped = subprocess.Popen([sys.executable, "-m", "minivae", "train", *TINY, "--epochs", "50",
+                              "--run-dir", "piped"], cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    for line in piped.stdout:  # up to the first epoch's line
+        if line.startswith(b"epoch"):
+            break
+    else:
+        pytest.fail(f"no epoch line: {piped.stderr.read()!r}")
+    piped.stdout.close()
+    assert piped.wait(timeout=120) == EXIT_FAILED and piped.stderr.read() == b""
+    piped.stderr.close()
+    assert load_checkpoint(tmp_path / "piped" / "checkpoints" / "latest.npz").meta["epoch"] >= 1
+    shutil.rmtree(tmp_path / "piped")
     for args, child in children.items():
         done = child.wait()
         assert done.code == 2, (args, done.err)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -82,11 +83,15 @@ epoch), checkpoints/latest.npz and checkpoints/best.npz (each with a readable .j
 beside it) and pictures/ (reconstructions beside their inputs, samples from the prior,
 the decoded manifold when --latent-dim is 2, learning curves if matplotlib is
 installed). Every loss is the negative ELBO in nats per datapoint (summed over data
-and latent dimensions, averaged over datapoints).
+and latent dimensions, averaged over datapoints). A run directory belongs to one
+process at a time (RUN_DIR/.lock); a second one is refused.
 
-Exit status: 0 done (or early-stopped); 3 a non-finite loss or gradient stopped the
-run (the last good checkpoint is kept); 130 interrupted by Ctrl-C (a checkpoint was
-saved at the step boundary; continue with --resume RUN_DIR)."""
+Exit status: 0 done (or early-stopped); 2 refused before training (an option, the
+data, a checkpoint, the run directory, memory or disk space; nothing was written);
+1 a file could not be written or memory ran out during the run (the last good
+checkpoint is kept; continue with --resume RUN_DIR); 3 a non-finite loss or gradient
+stopped the run (the last good checkpoint is kept); 130 interrupted by Ctrl-C (a
+checkpoint was saved at the step boundary; continue with --resume RUN_DIR)."""
 
 
 def _add_train(sub) -> None:
@@ -160,9 +165,9 @@ def _add_train(sub) -> None:
                    f"(default: {d.seed})")
     g = p.add_argument_group("output")
     g.add_argument("--run-dir", default=None, metavar="DIR", type=_path,
-                   help="where config, metrics, checkpoints and pictures go; must not hold a "
-                   "run already (default: the first of runs/run-1, runs/run-2, ... that does "
-                   "not exist)")
+                   help="where config, metrics, checkpoints and pictures go; a new or empty "
+                   "directory (default: the first of runs/run-1, runs/run-2, ... that does "
+                   "not exist, claimed race-free)")
     g.add_argument("--no-pictures", action="store_true",
                    help="do not write image grids and curves each epoch (default: write them)")
     g.add_argument("--train-eval-size", type=POSITIVE, default=None, metavar="N",
@@ -360,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # the reader of our output went away (| head): end quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
     except OSError as exc:  # during the work: a full disk, a file that vanished
         where = f"{original_name(exc.filename)}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)

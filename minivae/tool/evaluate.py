@@ -28,7 +28,7 @@ from . import figures
 from .checkpoint import Checkpoint
 from .data import FILE_DATASETS, binarize
 from .diagnostics import active_units, evaluate_elbo, latent_means
-from .files import atomic_write, writable_directory
+from .files import NotWritableError, atomic_write, writable_directory
 from .rundir import RunDir
 from .train import Progress, TrainConfig, load_data, load_run_checkpoint
 
@@ -121,7 +121,11 @@ def evaluate_run(path, *, which: str | None = None, split: str = "test", k: int 
     config, model, ckpt = load_run(path, which)
     out = None if Path(path).suffix == ".npz" else Path(path) / f"evaluation_{split}.json"
     if out is not None:
-        writable_directory(out.parent, "the run directory")
+        try:
+            writable_directory(out.parent, "the run directory")
+        except NotWritableError as exc:
+            raise NotWritableError(f"{exc} (to write nothing, evaluate the checkpoint file "
+                                   f"itself: {ckpt.path})") from None
     if data_dir is not None:
         if config.dataset not in FILE_DATASETS:
             raise ValueError(f"--data-dir applies to runs on data read from files "

@@ -452,6 +452,8 @@ def train(config: TrainConfig | None = None, run_dir=None, *, resume: bool = Fal
                               or session.end_epoch(interrupt) or "completed")
                     if status != "completed":
                         break
+        except BrokenPipeError:
+            raise  # our output's reader went away: not a failure of the run's files
         except (OSError, MemoryError) as exc:
             if not resume and session.step == 0:
                 raise  # nothing trained yet: the new run is removed below
