@@ -53,6 +53,8 @@ def world(tmp_path_factory):
         model.params["encoder.1.b"][2:] = 1e4  # the log-variance head
         arrays["params"] = model.get_flat()
         np.savez(path, **arrays)
+    shutil.copytree(root / "run", root / "badbest")
+    (root / "badbest" / "checkpoints" / "best.npz").write_bytes(b"PK\x03\x04 torn")
     (root / "afile").write_text("x")
     (root / "half" / "checkpoints").mkdir(parents=True)
     shutil.copy(root / "run" / "checkpoints" / "best.npz", root / "half" / "checkpoints")
@@ -114,6 +116,8 @@ CASES = {
                    "holds non-finite parameters"),
     "evaluate overflows": (["evaluate", "wide", "--k", "5"],
                            "the model's negative ELBO on the test split is nan (not finite)"),
+    "best corrupt": (["evaluate", "badbest", "--k", "5"],
+                     "it was left untouched (the run's other checkpoint: --checkpoint latest)"),
     "checkpoint of a file": (["evaluate", "run/checkpoints/best.npz", "--checkpoint", "latest"],
                              "drop --checkpoint"),
     "evaluate not a run": (["evaluate", "afile"], "no checkpoint in afile/checkpoints"),

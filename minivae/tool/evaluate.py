@@ -25,7 +25,7 @@ import numpy as np
 from ..objectives import importance_sampled_log_marginal
 from ..vae import VAE
 from . import figures
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, CheckpointError
 from .data import FILE_DATASETS, binarize
 from .diagnostics import active_units, evaluate_elbo, latent_means
 from .files import NotWritableError, atomic_write, writable_directory
@@ -67,7 +67,13 @@ def load_run(path, which: str | None = "best") -> tuple[TrainConfig, VAE, Checkp
             raise FileNotFoundError(f"no checkpoint in {run.checkpoints} (is {path} a run "
                                     f"directory written by 'minivae train'?)")
         ckpt_path = run.best if which == "best" and run.best.exists() else run.latest
-    ckpt, config, model = load_run_checkpoint(ckpt_path)
+    try:
+        ckpt, config, model = load_run_checkpoint(ckpt_path)
+    except CheckpointError as exc:
+        if path.suffix != ".npz" and ckpt_path == run.best:
+            raise CheckpointError(f"{exc} (the run's other checkpoint: --checkpoint latest)") \
+                from None
+        raise
     model.set_flat(ckpt.params)
     return config, model, ckpt
 
