@@ -77,7 +77,7 @@ def world(tmp_path_factory):
 
 
 def _listing(root):
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.name != ".lock")
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
 def _main(args, monkeypatch, capsys, cwd):

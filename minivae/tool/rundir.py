@@ -122,6 +122,21 @@ def _leftovers(path: Path) -> list[str]:
                   if p.name != LOCK_NAME and not TEMPORARY.match(p.name))
 
 
+def _check_empty(run: RunDir) -> None:
+    """Refuse an existing directory for a new run unless it is empty (or holds only a lock
+    file and dead writers' temporary files)."""
+    path = run.path
+    if run.latest.exists():
+        raise FileExistsError(f"{path} already holds a run; continue it with --resume {path} "
+                              f"or choose another --run-dir")
+    found = _leftovers(path)
+    if found:
+        shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+        raise RunDirError(f"--run-dir {path} is not empty ({shown}) and holds no run to "
+                          f"resume (no checkpoints/latest.npz); choose another --run-dir, or "
+                          f"empty it")
+
+
 def _mkdir_new(path: Path, what: str = "--run-dir") -> Path | None:
     """Create ``path`` (and missing parents); return the topmost directory created, or None
     if ``path`` already was a directory."""
@@ -189,19 +204,13 @@ def new_run(path=None) -> RunOwner:
             raise RunDirError("--run-dir must name a directory, got ''")
         created = _mkdir_new(path)
     owner = RunOwner(RunDir(path), created=created)
+    if created is None:
+        _check_empty(owner.run)  # before the lock file is made: a refusal leaves nothing
     try:
         owner.lock()
         if created is None:
             owner.clean_temporaries()
-            if owner.run.latest.exists():
-                raise FileExistsError(f"{path} already holds a run; continue it with --resume "
-                                      f"{path} or choose another --run-dir")
-            found = _leftovers(path)
-            if found:
-                shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
-                raise RunDirError(f"--run-dir {path} is not empty ({shown}) and holds no run "
-                                  f"to resume (no checkpoints/latest.npz); choose another "
-                                  f"--run-dir, or empty it")
+            _check_empty(owner.run)  # again, now that no other process can fill it
         owner.check_writable()
     except BaseException:
         owner.release()
