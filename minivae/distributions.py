@@ -131,10 +131,11 @@ _EXPM1_MINUS_X_SERIES = tuple(2.0 / math.factorial(j + 2) for j in range(12))
 def _expm1_minus_x(v):
     r""":math:`e^v - 1 - v \ge 0`, accurate to a few ulp relative for every v.
 
-    For :math:`|v| \ge 1/4`, ``expm1(v) - v`` loses at most a few ulp (the difference is at
-    least :math:`v^2/2.3`). Closer to 0 the subtraction cancels: the result is about
-    :math:`v^2/2` while the rounding error of ``expm1(v)`` is about eps :math:`|v|`, a
-    relative error of 2 eps / :math:`|v|` (12% at v = 1e-6 in float32). There the Taylor
+    For :math:`|v| \ge 1/4`, ``expm1(v) - v`` loses at most a few ulp (the difference is
+    never below a ninth of its operands there). Closer to 0 the subtraction cancels: the
+    result is about :math:`v^2/2` while the rounding error of ``expm1(v)`` is about
+    eps :math:`|v|`, a relative error of 2 eps / :math:`|v|` (12% at v = 1e-6 in float32,
+    100% below 1e-8, where the difference rounds to 0). There the Taylor
     series :math:`\tfrac{v^2}{2}\sum_j 2v^j/(j+2)!` is used instead, by Horner's rule, a
     positive sum that has nothing to cancel.
     """

@@ -119,8 +119,9 @@ class Bernoulli(Likelihood):
         """Only 0 and 1: x l - softplus(l) at a grey level (binary cross-entropy) is not the
         log-probability of anything, so a loss computed from it would be a false number.
 
-        One pass over the batch, done instead of the finiteness check (0/1 data are
-        finite): it adds about 20 us to a 784-400-20 float32 step at batch 128 (under 1%).
+        Done instead of the finiteness check (0/1 data are finite), so it adds one
+        comparison pass: 20-40 us measured on a 128 x 784 float32 batch, 0.1-0.3% of a
+        784-400-20 training step (too little for an interleaved timing to resolve).
         """
         if np.all((x == 0) | (x == 1)):
             return
