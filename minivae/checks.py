@@ -7,6 +7,7 @@ given. Nothing here is an ``assert``: input checks must survive ``python -O``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -51,3 +52,30 @@ def generator(rng: Any, name: str = "rng", *, allow_none: bool = False):
         return rng
     expected = "a numpy.random.Generator" + (" or None" if allow_none else "")
     raise TypeError(f"{name} must be {expected}, got {type(rng).__name__}")
+
+
+def real_number(value: Any, name: str, *, above: float | None = None,
+                at_least: float | None = None, below: float | None = None) -> float:
+    """``value`` as a float if it is a finite real number in range, else an error naming it.
+
+    The range is ``value > above``, ``value >= at_least`` and ``value < below``, each when
+    given. A bool, a string, None or a complex number is a TypeError (``lr=True`` is a
+    bug, not a learning rate of 1); NaN, an infinity or a value out of range is a
+    ValueError.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if math.isfinite(v) and (above is None or v > above) and \
+            (at_least is None or v >= at_least) and (below is None or v < below):
+        return v
+    if at_least is not None and below is not None:
+        wanted = f"in [{at_least:g}, {below:g})"
+    elif above == 0 and below is None:
+        wanted = "a positive number"
+    else:
+        bounds = [f"{op} {b:g}" for op, b in ((">", above), (">=", at_least), ("<", below))
+                  if b is not None]
+        wanted = "a number " + " and ".join(bounds) if bounds else "a finite number"
+    raise ValueError(f"{name} must be {wanted}, got {value!r}"
+                     + ("" if math.isfinite(v) else " (not finite)"))

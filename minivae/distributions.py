@@ -13,6 +13,8 @@ Conventions (the same everywhere in minivae):
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import scipy.linalg
 
@@ -121,9 +123,38 @@ def reparameterized_log_q_backward(d_log_q, log_var):
 # --------------------------------------------------------------------------
 
 
+#: Taylor coefficients of (e^v - 1 - v) / (v^2/2) = sum_j 2 v^j / (j+2)!, j = 0..11: for
+#: |v| < 1/4 the first omitted term is below 1e-18 of the sum, so the series is exact in float64
+_EXPM1_MINUS_X_SERIES = tuple(2.0 / math.factorial(j + 2) for j in range(12))
+
+
+def _expm1_minus_x(v):
+    r""":math:`e^v - 1 - v \ge 0`, accurate to a few ulp relative for every v.
+
+    For :math:`|v| \ge 1/4`, ``expm1(v) - v`` loses at most a few ulp (the difference is
+    never below a ninth of its operands there). Closer to 0 the subtraction cancels: the
+    result is about :math:`v^2/2` while the rounding error of ``expm1(v)`` is about
+    eps :math:`|v|`, a relative error of 2 eps / :math:`|v|` (12% at v = 1e-6 in float32,
+    100% below 1e-8, where the difference rounds to 0). There the Taylor
+    series :math:`\tfrac{v^2}{2}\sum_j 2v^j/(j+2)!` is used instead, by Horner's rule, a
+    positive sum that has nothing to cancel.
+    """
+    series = np.zeros_like(v)
+    for c in reversed(_EXPM1_MINUS_X_SERIES):
+        series = series * v + c  # a Python float keeps v's dtype
+    series *= 0.5 * v * v
+    return np.where(np.abs(v) < 0.25, series, np.expm1(v) - v)
+
+
 def kl_diag_standard_normal_per_dim(mu, log_var):
-    r"""Per-dimension :math:`\tfrac12(\mu_j^2 + \sigma_j^2 - 1 - \log\sigma_j^2)`, shape of mu."""
-    return 0.5 * (mu * mu + np.exp(log_var) - 1.0 - log_var)
+    r"""Per-dimension :math:`\tfrac12(\mu_j^2 + \sigma_j^2 - 1 - \log\sigma_j^2)`, shape of mu.
+
+    Written :math:`\tfrac12\big(\mu_j^2 + (e^{v_j} - 1 - v_j)\big)` with
+    :func:`_expm1_minus_x`, so that it stays accurate (and never negative) near q = p, where
+    collapsed latent units sit: the direct formula gave -4.2e-8 in float32 at
+    (mu, v) = (0, -3.24e-5), where the KL is +2.6e-10.
+    """
+    return 0.5 * (mu * mu + _expm1_minus_x(log_var))
 
 
 def kl_diag_standard_normal(mu, log_var):

@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .checks import positive_int
+
 
 def rel_error(a, b, floor: float = 1e-12) -> float:
     """Largest elementwise ``|a - b| / max(|a| + |b|, floor)``."""
@@ -122,6 +124,8 @@ def directional_check(
     """
     if x0.dtype != np.float64:
         raise TypeError(f"finite differences need float64, got {x0.dtype}")
+    # zero directions would check nothing and report an error of 0: a check that cannot fail
+    n_directions = positive_int(n_directions, "n_directions")
     f0, grad = loss_and_grad(x0)
 
     def f(x):
@@ -160,6 +164,7 @@ def model_gradcheck(model, x, eps, *, rng: np.random.Generator, n_directions: in
     """
     if model.dtype != np.float64:
         raise TypeError(f"gradcheck needs a float64 model, got {model.dtype}")
+    n_directions = positive_int(n_directions, "n_directions")  # 0 would check nothing
     if objective is None:
         def objective(m, x_, eps_, **kw):
             return m.loss_and_grad(x_, eps_, **kw)

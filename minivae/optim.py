@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .checks import choice
+from .checks import choice, real_number
 
 #: Elements per chunk of an elementwise optimizer update. The update makes about a dozen
 #: passes over its arrays; done chunk by chunk, all of them stay in the core's cache
@@ -46,12 +46,8 @@ class SGD:
     """
 
     def __init__(self, lr: float = 1e-2, momentum: float = 0.0):
-        if not (np.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be a positive number, got {lr!r}")
-        if not (0.0 <= momentum < 1.0):
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        self.lr = float(lr)
-        self.momentum = float(momentum)
+        self.lr = real_number(lr, "lr", above=0)
+        self.momentum = real_number(momentum, "momentum", at_least=0, below=1)
         self.velocity: np.ndarray | None = None
         self.step_count = 0
 
@@ -94,15 +90,10 @@ class Adam:
     def __init__(
         self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
     ):
-        if not (np.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be a positive number, got {lr!r}")
-        for name, b in (("beta1", beta1), ("beta2", beta2)):
-            if not (0.0 <= b < 1.0):
-                raise ValueError(f"{name} must be in [0, 1), got {b!r}")
-        if not (eps > 0):
-            raise ValueError(f"eps must be positive, got {eps!r}")
-        self.lr, self.beta1, self.beta2 = float(lr), float(beta1), float(beta2)
-        self.eps = float(eps)
+        self.lr = real_number(lr, "lr", above=0)
+        self.beta1 = real_number(beta1, "beta1", at_least=0, below=1)
+        self.beta2 = real_number(beta2, "beta2", at_least=0, below=1)
+        self.eps = real_number(eps, "eps", above=0)
         self.m: np.ndarray | None = None
         self.v: np.ndarray | None = None
         self.step_count = 0
@@ -186,17 +177,11 @@ class BurdaAdam:
 
     def __init__(self, lr: float = 1e-3, beta1: float = 0.99, beta2: float = 0.999,
                  eps: float = 1e-4, grad_scale: float = 1.0):
-        if not (np.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be a positive number, got {lr!r}")
-        for name, b in (("beta1", beta1), ("beta2", beta2)):
-            if not (0.0 <= b < 1.0):
-                raise ValueError(f"{name} must be in [0, 1), got {b!r}")
-        if not (np.isfinite(eps) and eps > 0):
-            raise ValueError(f"eps must be a positive number, got {eps!r}")
-        if not (np.isfinite(grad_scale) and grad_scale > 0):
-            raise ValueError(f"grad_scale must be a positive number, got {grad_scale!r}")
-        self.lr, self.beta1, self.beta2 = float(lr), float(beta1), float(beta2)
-        self.eps, self.grad_scale = float(eps), float(grad_scale)
+        self.lr = real_number(lr, "lr", above=0)
+        self.beta1 = real_number(beta1, "beta1", at_least=0, below=1)
+        self.beta2 = real_number(beta2, "beta2", at_least=0, below=1)
+        self.eps = real_number(eps, "eps", above=0)
+        self.grad_scale = real_number(grad_scale, "grad_scale", above=0)
         self.m: np.ndarray | None = None
         self.v: np.ndarray | None = None
         self.step_count = 0

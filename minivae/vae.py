@@ -275,7 +275,8 @@ class VAE:
     # ------------------------------------------------------------------
 
     def check_x(self, x) -> np.ndarray:
-        """Validate a data batch: an array of shape (B, D) with the model's dtype, all finite."""
+        """Validate a data batch: an array of shape (B, D) with the model's dtype, all finite,
+        and only 0/1 for the Bernoulli likelihood (its log-probability means nothing else)."""
         if not isinstance(x, np.ndarray):
             raise TypeError(f"x must be a numpy array, got {type(x).__name__}")
         if x.ndim != 2 or x.shape[1] != self.input_dim or x.shape[0] < 1:
@@ -287,8 +288,7 @@ class VAE:
                 f"x has dtype {x.dtype} but the model is {self.dtype}; convert it explicitly "
                 f"with x.astype(np.{self.dtype})"
             )
-        if not np.isfinite(x).all():
-            raise ValueError("x contains NaN or inf")
+        self.likelihood.check_data(x)  # finite; 0/1 for the Bernoulli likelihood
         return x
 
     def check_eps(self, eps, batch: int) -> np.ndarray:
@@ -515,11 +515,15 @@ class VAE:
 
     def decode_mean(self, z: np.ndarray) -> np.ndarray:
         """The mean of p(x|z) for latents of shape (N, Z) (pixel probabilities for Bernoulli)."""
-        out, _ = self.decode(np.asarray(z, dtype=self.dtype))
+        z = np.asarray(z, dtype=self.dtype)
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"z must have shape (N, {self.latent_dim}), got {z.shape}")
+        out, _ = self.decode(z)
         return self.likelihood.mean(out, self.params)
 
     def sample(self, rng: np.random.Generator, n: int, *, mean: bool = True) -> np.ndarray:
         """n draws z ~ p(z) pushed through the decoder: the mean of p(x|z), or a sample of it."""
+        generator(rng)
         n = positive_int(n, "n")
         z = rng.standard_normal((n, self.latent_dim), dtype=self.dtype)
         out, _ = self.decode(z)

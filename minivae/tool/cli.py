@@ -9,8 +9,12 @@ options. Every list of choices comes from the library's own constants.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from .. import __version__
 from ..checks import DTYPES
@@ -23,7 +27,55 @@ from ..vae import KL_MODES
 from .data import BINARIZE_MODES, DATASETS
 from .diagnostics import gradcheck_configuration
 from .evaluate import evaluate_run, sample_run
-from .train import TrainConfig, next_run_dir, train
+from .files import original_name
+from .train import EXIT_FAILED, EXIT_INTERRUPTED, TrainConfig, option, train
+
+#: exit status of a command refused before it started (bad option, file, checkpoint, ...)
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a mistake reported in one line (the usage text is what --help is for)."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _integer(minimum: int):
+    """An argparse type: an integer >= ``minimum``."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return value
+    return parse
+
+
+def _number(minimum: float, *, strict: bool = False):
+    """An argparse type: a finite number >= ``minimum`` (> with ``strict``)."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(
+                f"expected a finite number {'>' if strict else '>='} {minimum:g}, got {text!r}")
+        return value
+    return parse
+
+
+def _path(text):
+    """An argparse type: a non-empty path (an empty one would mean the current directory)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got ''")
+    return text
+
+
+POSITIVE, NON_NEGATIVE = _integer(1), _integer(0)
 
 _TRAIN_HELP = """\
 Train a VAE and write a run directory: config.json, metrics.jsonl (one JSON line per
@@ -31,11 +83,15 @@ epoch), checkpoints/latest.npz and checkpoints/best.npz (each with a readable .j
 beside it) and pictures/ (reconstructions beside their inputs, samples from the prior,
 the decoded manifold when --latent-dim is 2, learning curves if matplotlib is
 installed). Every loss is the negative ELBO in nats per datapoint (summed over data
-and latent dimensions, averaged over datapoints).
+and latent dimensions, averaged over datapoints). A run directory belongs to one
+process at a time (RUN_DIR/.lock); a second one is refused.
 
-Exit status: 0 done (or early-stopped); 3 a non-finite loss or gradient stopped the
-run (the last good checkpoint is kept); 130 interrupted by Ctrl-C (a checkpoint was
-saved at the step boundary; continue with --resume RUN_DIR)."""
+Exit status: 0 done (or early-stopped); 2 refused before training (an option, the
+data, a checkpoint, the run directory, memory or disk space; nothing was written);
+1 a file could not be written or memory ran out during the run (the last good
+checkpoint is kept; continue with --resume RUN_DIR); 3 a non-finite loss or gradient
+stopped the run (the last good checkpoint is kept); 130 interrupted by Ctrl-C (a
+checkpoint was saved at the step boundary; continue with --resume RUN_DIR)."""
 
 
 def _add_train(sub) -> None:
@@ -43,19 +99,19 @@ def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a VAE (default: digits, needs scikit-learn)",
                        description=_TRAIN_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--resume", metavar="RUN_DIR", default=None,
+    p.add_argument("--resume", metavar="RUN_DIR", default=None, type=_path,
                    help="continue the run in RUN_DIR from its latest checkpoint; its saved "
                    "options are used, only --epochs and --patience may be given")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=DATASETS, default=None,
                    help=f"which data (default: {d.dataset}; digits needs scikit-learn, "
                    "binarized-mnist and mnist read --data-dir)")
-    g.add_argument("--data-dir", default=None, metavar="DIR",
+    g.add_argument("--data-dir", default=None, metavar="DIR", type=_path,
                    help="directory with the data files: binarized_mnist.npz or "
                    "binarized_mnist_{train,valid,test}.amat, or the MNIST IDX files "
                    "(default: none; binarized-mnist then uses $MINIVAE_DATA or "
                    "~/.cache/minivae, downloading when online)")
-    g.add_argument("--data-seed", type=int, default=None, metavar="INT",
+    g.add_argument("--data-seed", type=NON_NEGATIVE, default=None, metavar="INT",
                    help=f"seed of the data split, the synthetic data and the fixed "
                    f"binarization of the validation/test splits (default: {d.data_seed})")
     g.add_argument("--binarize", choices=BINARIZE_MODES, default=None,
@@ -63,12 +119,12 @@ def _add_train(sub) -> None:
                    "each epoch (dynamic); auto = dynamic for grey-level data under the "
                    f"Bernoulli likelihood, none otherwise (default: {d.binarize})")
     g = p.add_argument_group("model")
-    g.add_argument("--hidden", type=int, nargs="*", default=None, metavar="WIDTH",
+    g.add_argument("--hidden", type=POSITIVE, nargs="*", default=None, metavar="WIDTH",
                    help=f"encoder hidden-layer widths, units (default: "
                    f"{' '.join(map(str, d.hidden))}; none = affine encoder)")
-    g.add_argument("--decoder-hidden", type=int, nargs="*", default=None, metavar="WIDTH",
+    g.add_argument("--decoder-hidden", type=POSITIVE, nargs="*", default=None, metavar="WIDTH",
                    help="decoder hidden-layer widths, units (default: the encoder's, reversed)")
-    g.add_argument("--latent-dim", type=int, default=None, metavar="Z",
+    g.add_argument("--latent-dim", type=POSITIVE, default=None, metavar="Z",
                    help=f"latent dimensions (default: {d.latent_dim})")
     g.add_argument("--likelihood", choices=sorted(LIKELIHOODS), default=None,
                    help=f"decoder distribution p(x|z) (default: {d.likelihood})")
@@ -84,41 +140,41 @@ def _add_train(sub) -> None:
                    help="gradient estimator: pathwise (the exact gradient of the objective "
                    "at the drawn z), stl (sticking the landing: elbo with --kl mc) or dreg "
                    f"(doubly reparameterized: iwae) (default: {d.estimator})")
-    g.add_argument("--k", type=int, default=None, metavar="K",
+    g.add_argument("--k", type=POSITIVE, default=None, metavar="K",
                    help=f"samples of z per datapoint per step (default: {d.k})")
     g.add_argument("--kl", choices=KL_MODES, default=None,
                    help=f"KL term in closed form or by Monte Carlo at the same samples "
                    f"(default: {d.kl})")
-    g.add_argument("--beta", type=float, default=None,
+    g.add_argument("--beta", type=_number(0), default=None,
                    help=f"weight of the KL term in the training loss; reported -ELBO always "
                    f"uses 1 (default: {d.beta:g})")
-    g.add_argument("--warmup-epochs", type=float, default=None, metavar="EPOCHS",
+    g.add_argument("--warmup-epochs", type=_number(0), default=None, metavar="EPOCHS",
                    help=f"raise the KL weight linearly from 0 to --beta over this many epochs "
                    f"(default: {d.warmup_epochs:g} = no warm-up)")
     g = p.add_argument_group("optimization")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
                    help=f"optimizer (default: {d.optimizer})")
-    g.add_argument("--lr", type=float, default=None,
+    g.add_argument("--lr", type=_number(0, strict=True), default=None,
                    help=f"learning rate (default: {d.lr:g})")
-    g.add_argument("--batch-size", type=int, default=None, metavar="B",
+    g.add_argument("--batch-size", type=POSITIVE, default=None, metavar="B",
                    help=f"datapoints per step (default: {d.batch_size})")
-    g.add_argument("--epochs", type=int, default=None,
+    g.add_argument("--epochs", type=NON_NEGATIVE, default=None,
                    help=f"passes over the training set; with --resume, the new total "
                    f"(default: {d.epochs})")
-    g.add_argument("--patience", type=int, default=None, metavar="EPOCHS",
+    g.add_argument("--patience", type=POSITIVE, default=None, metavar="EPOCHS",
                    help="early stopping: stop after this many epochs without a lower "
                    "validation -ELBO (default: none = never)")
-    g.add_argument("--seed", type=int, default=None,
+    g.add_argument("--seed", type=NON_NEGATIVE, default=None,
                    help=f"seed of the initialization, minibatch order, binarization and noise "
                    f"(default: {d.seed})")
     g = p.add_argument_group("output")
-    g.add_argument("--run-dir", default=None, metavar="DIR",
-                   help="where config, metrics, checkpoints and pictures go; must not hold a "
-                   "run already (default: the first of runs/run-1, runs/run-2, ... that does "
-                   "not exist)")
+    g.add_argument("--run-dir", default=None, metavar="DIR", type=_path,
+                   help="where config, metrics, checkpoints and pictures go; a new or empty "
+                   "directory (default: the first of runs/run-1, runs/run-2, ... that does "
+                   "not exist, claimed race-free)")
     g.add_argument("--no-pictures", action="store_true",
                    help="do not write image grids and curves each epoch (default: write them)")
-    g.add_argument("--train-eval-size", type=int, default=None, metavar="N",
+    g.add_argument("--train-eval-size", type=POSITIVE, default=None, metavar="N",
                    help=f"training datapoints on which the end-of-epoch train -ELBO is "
                    f"measured (default: {d.train_eval_size})")
     p.set_defaults(run=_run_train)
@@ -135,17 +191,21 @@ def _run_train(args) -> int:
              if getattr(args, name) is not None}
     if args.no_pictures:
         given["pictures"] = False
-    if args.resume:
+    if args.resume is not None:
+        if args.run_dir is not None:
+            raise ValueError(f"--resume continues the run in its own directory "
+                             f"({args.resume}); --run-dir cannot be given with it")
         fixed = sorted(set(given) - {"epochs", "patience"})
         if fixed:
-            print(f"error: --resume continues a run with its saved options; "
-                  f"{', '.join('--' + f.replace('_', '-') for f in fixed)} cannot be changed "
-                  f"(only --epochs and --patience)", file=sys.stderr)
-            return 2
+            raise ValueError(f"--resume continues a run with its saved options; "
+                             f"{', '.join(option(f) for f in fixed)} cannot be changed "
+                             f"(only --epochs and --patience)")
         result = train(run_dir=args.resume, resume=True, overrides=given)
     else:
-        run_dir = args.run_dir if args.run_dir is not None else next_run_dir("runs")
-        result = train(TrainConfig(**given), run_dir)
+        if "kl" in given and given.get("objective") == "iwae":
+            raise ValueError("--kl applies to the ELBO objective only; the IWAE bound has no "
+                             "separate KL term (use --objective elbo, or drop --kl)")
+        result = train(TrainConfig(**given), args.run_dir)
     return result.exit_code
 
 
@@ -156,20 +216,22 @@ def _add_evaluate(sub) -> None:
         "with its reconstruction and KL parts, and the importance-sampled log p(x) with k "
         "samples per datapoint, both in nats per datapoint with standard errors. Writes "
         "RUN_DIR/evaluation_SPLIT.json.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or a .npz checkpoint)")
-    p.add_argument("--checkpoint", choices=("best", "latest"), default="best",
-                   help="which checkpoint of the run (default: best)")
+    p.add_argument("run_dir", metavar="RUN_DIR", type=_path,
+                   help="a run directory (or a .npz checkpoint)")
+    p.add_argument("--checkpoint", choices=("best", "latest"), default=None,
+                   help="which checkpoint of the run directory (default: best)")
     p.add_argument("--split", choices=("train", "valid", "test"), default="test",
                    help="which split (default: test)")
-    p.add_argument("--k", type=int, default=1000,
+    p.add_argument("--k", type=NON_NEGATIVE, default=1000,
                    help="importance samples per datapoint for log p(x); 0 skips it "
                    "(default: 1000)")
-    p.add_argument("--n", type=int, default=None,
+    p.add_argument("--n", type=POSITIVE, default=None,
                    help="evaluate only the first N datapoints of the split (default: all)")
-    p.add_argument("--batch-size", type=int, default=100, metavar="B",
+    p.add_argument("--batch-size", type=POSITIVE, default=100, metavar="B",
                    help="datapoints per importance-sampling batch (default: 100)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
-    p.add_argument("--data-dir", default=None, metavar="DIR",
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0,
+                   help="seed of the noise (default: 0)")
+    p.add_argument("--data-dir", default=None, metavar="DIR", type=_path,
                    help="read the data from DIR instead of the run's saved --data-dir "
                    "(default: the run's)")
     p.set_defaults(run=_run_evaluate)
@@ -185,14 +247,17 @@ def _add_sample(sub) -> None:
     p = sub.add_parser("sample", help="write a grid of samples from a checkpoint",
                        description="Draw z ~ N(0, I), decode, and write a PNG grid of the "
                        "means of p(x|z) (or of draws x ~ p(x|z) with --binary).")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or a .npz checkpoint)")
-    p.add_argument("--checkpoint", choices=("best", "latest"), default="best",
-                   help="which checkpoint of the run (default: best)")
-    p.add_argument("--n", type=int, default=64, help="number of samples (default: 64)")
-    p.add_argument("--seed", type=int, default=0, help="seed of z (default: 0)")
+    p.add_argument("run_dir", metavar="RUN_DIR", type=_path,
+                   help="a run directory (or a .npz checkpoint)")
+    p.add_argument("--checkpoint", choices=("best", "latest"), default=None,
+                   help="which checkpoint of the run directory (default: best)")
+    p.add_argument("--n", type=POSITIVE, default=64,
+                   help="number of samples, drawn and written one row of the grid at a time "
+                   "(default: 64)")
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0, help="seed of z (default: 0)")
     p.add_argument("--binary", action="store_true",
                    help="show a draw x ~ p(x|z) instead of its mean (default: the mean)")
-    p.add_argument("--out", default=None, metavar="FILE.png",
+    p.add_argument("--out", default=None, metavar="FILE.png", type=_path,
                    help="output file (default: RUN_DIR/samples.png)")
     p.set_defaults(run=_run_sample)
 
@@ -214,13 +279,13 @@ def _add_gradcheck(sub) -> None:
         "gradient of the loss with fourth-order central differences along random "
         "directions, for all parameters together and for each parameter block. Prints the "
         "worst relative error per parameter; exits 1 if any exceeds --tol.")
-    p.add_argument("--input-dim", type=int, default=6, metavar="D",
+    p.add_argument("--input-dim", type=POSITIVE, default=6, metavar="D",
                    help="data dimensions (default: 6)")
-    p.add_argument("--latent-dim", type=int, default=3, metavar="Z",
+    p.add_argument("--latent-dim", type=POSITIVE, default=3, metavar="Z",
                    help="latent dimensions (default: 3)")
-    p.add_argument("--hidden", type=int, nargs="*", default=[5], metavar="WIDTH",
+    p.add_argument("--hidden", type=POSITIVE, nargs="*", default=[5], metavar="WIDTH",
                    help="encoder hidden widths, units (default: 5)")
-    p.add_argument("--decoder-hidden", type=int, nargs="*", default=None, metavar="WIDTH",
+    p.add_argument("--decoder-hidden", type=POSITIVE, nargs="*", default=None, metavar="WIDTH",
                    help="decoder hidden widths (default: the encoder's, reversed)")
     p.add_argument("--likelihood", choices=sorted(LIKELIHOODS), default="bernoulli",
                    help="decoder distribution (default: bernoulli)")
@@ -228,25 +293,36 @@ def _add_gradcheck(sub) -> None:
                    help="nonlinearity (default: tanh)")
     p.add_argument("--objective", choices=OBJECTIVES, default="elbo",
                    help="loss to check (default: elbo)")
-    p.add_argument("--kl", choices=KL_MODES, default="analytic",
-                   help="KL term for the ELBO (default: analytic)")
-    p.add_argument("--beta", type=float, default=1.0, help="KL weight (default: 1)")
-    p.add_argument("--batch", type=int, default=4, metavar="B",
+    p.add_argument("--kl", choices=KL_MODES, default=None,
+                   help="KL term of the ELBO objective (default: analytic)")
+    p.add_argument("--beta", type=_number(0), default=None,
+                   help="KL weight of the ELBO objective (default: 1)")
+    p.add_argument("--batch", type=POSITIVE, default=4, metavar="B",
                    help="datapoints (default: 4)")
-    p.add_argument("--k", type=int, default=2, help="samples of z per datapoint (default: 2)")
-    p.add_argument("--directions", type=int, default=3,
-                   help="random directions per check (default: 3)")
-    p.add_argument("--tol", type=float, default=1e-6,
+    p.add_argument("--k", type=POSITIVE, default=2,
+                   help="samples of z per datapoint (default: 2)")
+    p.add_argument("--directions", type=POSITIVE, default=3,
+                   help="random directions per check, at least 1 (default: 3)")
+    p.add_argument("--tol", type=_number(0), default=1e-6,
                    help="largest acceptable relative error (default: 1e-6)")
-    p.add_argument("--seed", type=int, default=0, help="seed of model, x, eps (default: 0)")
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0,
+                   help="seed of model, x, eps (default: 0)")
     p.set_defaults(run=_run_gradcheck)
 
 
 def _run_gradcheck(args) -> int:
+    if args.objective == "iwae":
+        ignored = [name for name in ("kl", "beta") if getattr(args, name) is not None]
+        if ignored:
+            raise ValueError(f"{', '.join('--' + n for n in ignored)} apply to the ELBO "
+                             f"objective only; the IWAE bound has no separate KL term (use "
+                             f"--objective elbo, or drop them)")
     errors = gradcheck_configuration(
         input_dim=args.input_dim, latent_dim=args.latent_dim, hidden=args.hidden,
         decoder_hidden=args.decoder_hidden, likelihood=args.likelihood,
-        activation=args.activation, batch=args.batch, k=args.k, kl=args.kl, beta=args.beta,
+        activation=args.activation, batch=args.batch, k=args.k,
+        kl="analytic" if args.kl is None else args.kl,
+        beta=1.0 if args.beta is None else args.beta,
         objective=args.objective, n_directions=args.directions, seed=args.seed)
     width = max(map(len, errors))
     print(f"worst relative error of the directional derivative (tolerance {args.tol:g}):")
@@ -258,7 +334,7 @@ def _run_gradcheck(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="minivae",
         description="minivae: a NumPy variational autoencoder with hand-written, verified "
         "gradients. All losses are in nats per datapoint.",
@@ -274,12 +350,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run a command; every refusal or failure is one line on stderr and an exit status.
+
+    2: refused before the work started (a bad option, file, checkpoint or run directory,
+    not enough memory), nothing changed; 1: the work failed (a file could not be written,
+    memory ran out); 130: interrupted. A traceback means a bug in minivae.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (getattr(args, "seed", None) or 0) < 0:  # verify's parser lives in minivae.theory
+        parser.exit(EXIT_USAGE, f"minivae {args.command}: error: argument --seed: expected an "
+                    f"integer >= 0, got {args.seed} (see minivae {args.command} --help)\n")
     try:
-        return int(args.run(args) or 0)
+        # NumPy's overflow warnings would add lines of their own; every number that matters
+        # (a step's loss and gradient, an evaluation, a picture) is checked for being finite
+        with np.errstate(all="ignore"):
+            return int(args.run(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except BrokenPipeError:  # the reader of our output went away (| head): end quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    except OSError as exc:  # during the work: a full disk, a file that vanished
+        where = f"{original_name(exc.filename)}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except MemoryError as exc:
+        print(f"error: out of memory ({exc or 'MemoryError'}); try smaller sizes (--k, "
+              f"--batch-size, --n)", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

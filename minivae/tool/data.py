@@ -43,6 +43,8 @@ import numpy as np
 from ..theory.exact import LinearGaussian
 
 DATASETS = ("digits", "binarized-mnist", "mnist", "linear-gaussian", "synthetic")
+#: the datasets read from files (in ``--data-dir``); the others are built in memory
+FILE_DATASETS = ("binarized-mnist", "mnist")
 
 #: Public location of the Larochelle & Murray binarized MNIST text files.
 BINARIZED_MNIST_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
@@ -263,6 +265,8 @@ def read_idx(path) -> np.ndarray:
             f"{path}: size mismatch: header says shape {shape} ({expected} bytes of data), "
             f"the file has {got}"
         )
+    if expected == 0:
+        raise ValueError(f"{path}: the IDX file holds no data (shape {shape})")
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(
         dtype.newbyteorder("="))
 
@@ -313,6 +317,9 @@ def load_mnist(data_dir, n_valid: int | None = None) -> Dataset:
                          f"{images['t10k'].shape[1:]}")
     tr = images["train"].reshape(len(images["train"]), -1) / 255.0
     te = images["t10k"].reshape(len(images["t10k"]), -1) / 255.0
+    if len(tr) < 2:
+        raise ValueError(f"{found['train']}: {len(tr)} training image(s); at least 2 are "
+                         f"needed (a training and a validation split)")
     if n_valid is None:
         n_valid = 10000 if len(tr) > 20000 else max(1, len(tr) // 6)
     if not 0 < n_valid < len(tr):
@@ -358,8 +365,9 @@ def parse_amat(raw: bytes, source: str = "amat data", dim: int = 784) -> np.ndar
 
 def _check_split(a: np.ndarray, split: str, source: str, verify: bool) -> np.ndarray:
     a = np.asarray(a)
-    if a.ndim != 2 or a.shape[1] != 784:
-        raise ValueError(f"{source}: split {split!r} must have shape (N, 784), got {a.shape}")
+    if a.ndim != 2 or a.shape[1] != 784 or a.shape[0] == 0:
+        raise ValueError(f"{source}: split {split!r} must have shape (N, 784) with N >= 1, "
+                         f"got {a.shape}")
     if not is_binary(a):
         raise ValueError(f"{source}: split {split!r} is not 0/1 data")
     a = np.ascontiguousarray(a, dtype=np.uint8)
@@ -414,24 +422,49 @@ def download_binarized_mnist(dest: Path, *, base_url: str = BINARIZED_MNIST_URL,
 def _load_binarized_from(directory: Path, verify: bool) -> dict[str, np.ndarray] | None:
     npz = directory / "binarized_mnist.npz"
     if npz.is_file():
+        with open(npz, "rb") as f:
+            magic = f.read(4)
+        if magic != b"PK\x03\x04":  # np.load would try to unpickle anything else
+            raise ValueError(f"{npz} is not a .npz file (a zip archive of arrays): it is "
+                             f"corrupt or of another kind; replace it (keys train, valid, "
+                             f"test: uint8 0/1 arrays of shape (N, 784))")
         try:
             with np.load(npz, allow_pickle=False) as f:
                 missing = [s for s in BINARIZED_MNIST_SPLITS if s not in f.files]
                 if missing:
-                    raise ValueError(f"{npz}: missing arrays {missing}; expected keys "
-                                     f"train, valid, test")
-                return {s: _check_split(f[s], s, str(npz), verify) for s in BINARIZED_MNIST_SPLITS}
-        except (OSError, EOFError) as exc:
+                    raise _NpzError(f"{npz}: missing arrays {missing}; expected keys "
+                                    f"train, valid, test")
+                return {s: _check_split(_npz_array(f, s, npz), s, str(npz), verify)
+                        for s in BINARIZED_MNIST_SPLITS}
+        except _NpzError as exc:
+            raise ValueError(str(exc)) from None
+        except ValueError as exc:
+            if str(npz) in str(exc):  # our own message, from _check_split
+                raise
             raise ValueError(f"{npz}: corrupt or truncated .npz file ({exc})") from exc
-        except ValueError:
-            raise
-        except Exception as exc:  # zipfile.BadZipFile and friends
+        except Exception as exc:  # zipfile.BadZipFile, OSError, EOFError and friends
             raise ValueError(f"{npz}: corrupt or truncated .npz file ({exc})") from exc
     paths = {s: _amat_path(directory, s) for s in BINARIZED_MNIST_SPLITS}
     if all(p.is_file() for p in paths.values()):
         return {s: _check_split(parse_amat(p.read_bytes(), str(p)), s, str(p), verify)
                 for s, p in paths.items()}
     return None
+
+
+class _NpzError(ValueError):
+    """A .npz file that is readable but not binarized MNIST; the message is final."""
+
+
+def _npz_array(f, key: str, npz: Path) -> np.ndarray:
+    """``f[key]``, refusing object arrays without NumPy's advice to allow pickle: a file
+    that needs pickle is not data, and unpickling a file runs code from it."""
+    try:
+        return f[key]
+    except ValueError as exc:
+        if "pickle" not in str(exc):
+            raise
+        raise _NpzError(f"{npz}: array {key!r} holds Python objects, not numbers; expected "
+                        f"uint8 0/1 data of shape (N, 784)") from None
 
 
 def load_binarized_mnist(data_dir=None, *, download: bool = True, verify: bool = True,

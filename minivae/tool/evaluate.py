@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import json
+import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,47 +25,70 @@ import numpy as np
 from ..objectives import importance_sampled_log_marginal
 from ..vae import VAE
 from . import figures
-from .checkpoint import Checkpoint, check_architecture, load_checkpoint
-from .data import binarize
+from .checkpoint import Checkpoint, CheckpointError
+from .data import FILE_DATASETS, binarize
 from .diagnostics import active_units, evaluate_elbo, latent_means
-from .train import RunDir, TrainConfig, load_data
+from .files import NotWritableError, atomic_write, writable_directory
+from .rundir import RunDir
+from .train import Progress, TrainConfig, load_data, load_run_checkpoint
+
+#: the image shape of each dataset that is made of images
+IMAGE_SHAPES = {"digits": (8, 8), "synthetic": (8, 8), "mnist": (28, 28),
+                "binarized-mnist": (28, 28)}
 
 
-def load_run(path, which: str = "best") -> tuple[TrainConfig, VAE, Checkpoint]:
+def _count(value, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def load_run(path, which: str | None = "best") -> tuple[TrainConfig, VAE, Checkpoint]:
     """The configuration, model and checkpoint of a run directory (or of a ``.npz`` file).
 
     ``which`` is ``"best"`` (lowest validation loss) or ``"latest"``; ``best``
-    falls back to ``latest`` when no epoch has finished yet.
+    falls back to ``latest`` when no epoch has finished yet. It must be None for a
+    ``.npz`` file (the file is the checkpoint). Every field of the checkpoint is
+    checked (:func:`~minivae.tool.train.load_run_checkpoint`); one whose parameters are
+    not finite is refused.
     """
     path = Path(path)
     if path.suffix == ".npz":
+        if which is not None:
+            raise ValueError(f"--checkpoint chooses a checkpoint of a run directory; {path} is "
+                             f"a checkpoint file itself (drop --checkpoint)")
         ckpt_path = path
     else:
+        which = "best" if which is None else which
         if which not in ("best", "latest"):
-            raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
+            raise ValueError(f"--checkpoint must be 'best' or 'latest', got {which!r}")
         run = RunDir(path)
         if not run.latest.exists():
             raise FileNotFoundError(f"no checkpoint in {run.checkpoints} (is {path} a run "
                                     f"directory written by 'minivae train'?)")
         ckpt_path = run.best if which == "best" and run.best.exists() else run.latest
-    ckpt = load_checkpoint(ckpt_path)
-    config = TrainConfig.from_dict(ckpt.meta["train_config"])
-    model = VAE.from_config(ckpt.meta["model_config"])
-    check_architecture(ckpt, model)
+    try:
+        ckpt, config, model = load_run_checkpoint(ckpt_path)
+    except CheckpointError as exc:
+        if path.suffix != ".npz" and ckpt_path == run.best:
+            raise CheckpointError(f"{exc} (the run's other checkpoint: --checkpoint latest)") \
+                from None
+        raise
     model.set_flat(ckpt.params)
     return config, model, ckpt
 
 
 @dataclass
 class Evaluation:
-    """Results of :func:`evaluate_run` (nats per datapoint)."""
+    """Results of :func:`evaluate_run` (nats per datapoint); None where a number has no
+    value (a standard error from one datapoint)."""
 
     checkpoint: str
     epoch: int
     split: str
     n: int
     neg_elbo: float
-    neg_elbo_stderr: float
+    neg_elbo_stderr: float | None
     recon: float
     kl: float
     active_units: int
@@ -75,86 +100,143 @@ class Evaluation:
     seconds: float = 0.0
 
 
-def evaluate_run(path, *, which: str = "best", split: str = "test", k: int = 1000,
+def _pm(stderr: float | None) -> str:
+    return f"+- {stderr:.3f}" if stderr is not None else "(no standard error from 1 datapoint)"
+
+
+def evaluate_run(path, *, which: str | None = None, split: str = "test", k: int = 1000,
                  n: int | None = None, batch_size: int = 100, seed: int = 0,
-                 data_dir=None, print_fn=print) -> Evaluation:
-    """Evaluate a run's checkpoint on a split; ``k=0`` skips the IS log-likelihood."""
+                 data_dir=None, print_fn=print, err=None,
+                 progress_interval: float | None = None) -> Evaluation:
+    """Evaluate a run's checkpoint on a split; ``k=0`` skips the IS log-likelihood.
+
+    Everything that can be checked is checked before the work starts (options,
+    checkpoint, data, that the result can be written); the importance-sampling part
+    shows its progress (rate, ETA) on ``err`` (stderr) as ``train`` does: every 0.25 s on
+    a terminal, every 30 s in a log file, or every ``progress_interval`` seconds.
+    """
+    err = sys.stderr if err is None else err
     if split not in ("train", "valid", "test"):
-        raise ValueError(f"split must be train, valid or test, got {split!r}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise ValueError(f"k must be an integer >= 0, got {k!r}")
+        raise ValueError(f"--split must be train, valid or test, got {split!r}")
+    k = _count(k, "--k", 0)
+    batch_size = _count(batch_size, "--batch-size")
+    seed = _count(seed, "--seed", 0)
+    if n is not None:
+        n = _count(n, "--n")
     t0 = time.perf_counter()
     config, model, ckpt = load_run(path, which)
+    out = None if Path(path).suffix == ".npz" else Path(path) / f"evaluation_{split}.json"
+    if out is not None:
+        try:
+            writable_directory(out.parent, "the run directory")
+        except NotWritableError as exc:
+            raise NotWritableError(f"{exc} (to write nothing, evaluate the checkpoint file "
+                                   f"itself: {ckpt.path})") from None
     if data_dir is not None:
+        if config.dataset not in FILE_DATASETS:
+            raise ValueError(f"--data-dir applies to runs on data read from files "
+                             f"({', '.join(FILE_DATASETS)}); this run used {config.dataset}")
         config.data_dir = str(data_dir)
     data = load_data(config)
     x = getattr(data, split)
     if split == "train" and data.dynamic:
         x = binarize(x, np.random.default_rng([config.data_seed, 8]))
     if n is not None:
-        if n < 1:
-            raise ValueError(f"n must be a positive integer, got {n}")
         x = x[:n]
     rng = np.random.default_rng(seed)
     print_fn(f"evaluating {ckpt.path} (epoch {ckpt.meta['epoch']}) on {len(x)} {split} "
-             f"datapoints")
+             f"datapoints" + (f" (all of the split; --n asked for {n})"
+                              if n is not None and n > len(x) else ""))
     elbo = evaluate_elbo(model, x, rng, batch_size=max(batch_size, 500))
+    if not math.isfinite(elbo.loss):
+        raise ValueError(f"{ckpt.path}: the model's negative ELBO on the {split} split is "
+                         f"{elbo.loss} (not finite); it cannot be evaluated")
     result = Evaluation(str(ckpt.path), ckpt.meta["epoch"], split, len(x), elbo.loss,
-                        elbo.stderr, elbo.recon, elbo.kl,
-                        active_units(latent_means(model, x)))
-    print_fn(f"negative ELBO {elbo.loss:.3f} +- {elbo.stderr:.3f} nats per datapoint "
+                        elbo.stderr if math.isfinite(elbo.stderr) else None, elbo.recon,
+                        elbo.kl, active_units(latent_means(model, x)))
+    print_fn(f"negative ELBO {elbo.loss:.3f} {_pm(result.neg_elbo_stderr)} nats per datapoint "
              f"(recon {elbo.recon:.3f} + KL {elbo.kl:.3f}; z sampled from q, 1 sample; "
              f"+- is the standard error over datapoints); active units "
              f"{result.active_units}/{model.latent_dim}")
     if k > 0:
-        values, stderrs = _importance_sampled(model, x, k, rng, batch_size)
+        values, stderrs = _importance_sampled(model, x, k, rng, batch_size, err, ckpt.path,
+                                              progress_interval)
         result.k = k
         result.log_marginal = float(values.mean())
         result.log_marginal_mc_stderr = float(np.sqrt(np.sum(stderrs**2)) / len(values))
         result.log_marginal_data_stderr = (
-            float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0)
+            float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None)
         print_fn(f"log p(x) (importance sampling, k={k}) {result.log_marginal:.3f} nats "
                  f"per datapoint; Monte Carlo standard error "
                  f"{result.log_marginal_mc_stderr:.3f}, standard error over datapoints "
-                 f"{result.log_marginal_data_stderr:.3f}")
+                 + (f"{result.log_marginal_data_stderr:.3f}"
+                    if result.log_marginal_data_stderr is not None else "none (1 datapoint)"))
     if data.dataset.exact_log_marginal is not None:
         result.exact_log_marginal = float(np.mean(data.dataset.exact_log_marginal(x)))
         print_fn(f"exact log p(x) {result.exact_log_marginal:.3f} nats per datapoint "
                  f"(the true model that generated the data)")
     result.seconds = time.perf_counter() - t0
     print_fn(f"({result.seconds:.1f} s)")
-    if Path(path).suffix != ".npz":
-        out = Path(path) / f"evaluation_{split}.json"
-        out.write_text(json.dumps(asdict(result), indent=1) + "\n")
+    if out is not None:
+        record = {key: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                  for key, v in asdict(result).items()}
+        atomic_write(out, (json.dumps(record, indent=1, allow_nan=False) + "\n").encode())
         print_fn(f"written: {out}")
     return result
 
 
-def _importance_sampled(model: VAE, x: np.ndarray, k: int, rng, batch_size: int):
-    """Per-datapoint IS estimates and their standard errors, batch by batch."""
-    values, stderrs = [], []
-    for s in range(0, len(x), batch_size):
-        est = importance_sampled_log_marginal(model, x[s:s + batch_size], k=k, rng=rng)
-        values.append(est.values)
-        stderrs.append(est.stderr)
-    return np.concatenate(values).astype(np.float64), np.concatenate(stderrs).astype(np.float64)
+def _importance_sampled(model: VAE, x: np.ndarray, k: int, rng, batch_size: int, err,
+                        source, interval=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-datapoint IS estimates and their standard errors, batch by batch, with progress.
+
+    Memory is one chunk of samples (see
+    :func:`~minivae.objectives.importance_sampled_log_marginal`), whatever k.
+    """
+    n_batches = -(-len(x) // batch_size)
+    values, stderrs = np.empty(len(x)), np.empty(len(x))
+    progress = Progress(err, n_batches, interval)
+    t0 = time.perf_counter()
+    for i, s in enumerate(range(0, len(x), batch_size)):
+        xb = x[s:s + batch_size]
+        try:
+            est = importance_sampled_log_marginal(model, xb, k=k, rng=rng)
+        except FloatingPointError as exc:
+            progress.clear()
+            raise ValueError(f"{source}: the model gives non-finite importance weights on "
+                             f"datapoints {s}..{s + len(xb) - 1} ({exc}); log p(x) cannot be "
+                             f"estimated") from None
+        values[s:s + len(xb)], stderrs[s:s + len(xb)] = est.values, est.stderr
+        progress.update(f"log p(x), k={k}", i + 1, i + 1, t0, s + len(xb), None)
+    progress.clear()
+    return values, stderrs
 
 
-def sample_run(path, out, *, which: str = "best", n: int = 64, seed: int = 0,
+def sample_run(path, out, *, which: str | None = None, n: int = 64, seed: int = 0,
                binary: bool = False, print_fn=print) -> Path:
     """Write a PNG grid of ``n`` samples from the prior through a run's decoder.
 
     Shows the mean of p(x|z) (pixel probabilities for Bernoulli), or with
-    ``binary=True`` one draw x ~ p(x|z).
+    ``binary=True`` one draw x ~ p(x|z). Samples are drawn and decoded one row of the
+    grid at a time and streamed to the file (:func:`~minivae.tool.figures.save_sample_grid`),
+    so memory does not grow with ``n``.
     """
+    n = _count(n, "--n")
+    seed = _count(seed, "--seed", 0)
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--out must name a .png file, got {str(out)!r}")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a directory; give a file name ending in .png")
     config, model, ckpt = load_run(path, which)
-    shape = {"digits": (8, 8), "synthetic": (8, 8), "mnist": (28, 28),
-             "binarized-mnist": (28, 28)}.get(config.dataset)
+    shape = IMAGE_SHAPES.get(config.dataset)
     if shape is None or shape[0] * shape[1] != model.input_dim:
         raise ValueError(f"the {config.dataset} data are not images: no sample grid to draw")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    samples = model.sample(np.random.default_rng(seed), n, mean=not binary)
-    written = figures.save_samples(out, samples, shape)
+    parent = out.parent
+    if not parent.is_dir():
+        raise FileNotFoundError(f"--out {out}: the directory {parent} does not exist")
+    writable_directory(parent, "the directory of --out")
+    rng = np.random.default_rng(seed)
+    written = figures.save_sample_grid(out, n, lambda c: model.sample(rng, c, mean=not binary),
+                                       shape)
     print_fn(f"{n} samples from {ckpt.path} (epoch {ckpt.meta['epoch']}) written to {written}")
     return written

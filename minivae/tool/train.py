@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import shutil
 import signal
 import sys
 import time
@@ -39,7 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import DTYPES, choice
+from ..checks import DTYPES, choice, real_number
+from ..layers import ACTIVATIONS
+from ..likelihoods import LIKELIHOODS
 from ..objectives import (
     OBJECTIVES,
     check_estimator,
@@ -51,18 +53,32 @@ from ..optim import OPTIMIZERS, Adam, make_optimizer
 from ..vae import KL_MODES, VAE
 from . import figures
 from .checkpoint import (
+    Checkpoint,
+    CheckpointError,
     check_architecture,
+    check_optimizer_state,
+    check_run_meta,
     load_checkpoint,
     param_specs_json,
     rng_from_array,
     rng_to_array,
     save_checkpoint,
 )
-from .data import BINARIZE_MODES, DATASETS, binarize, load_dataset, prepare_data
+from .data import BINARIZE_MODES, DATASETS, FILE_DATASETS, binarize, load_dataset, prepare_data
 from .diagnostics import active_units, evaluate_elbo, latent_means
+from .files import atomic_write, original_name
+from .memory import check_model_fits, fmt_bytes, param_count, require, step_bytes
+from .rundir import RunDir, RunDirError, existing_run, new_run
 
-#: exit codes of ``minivae train``
-EXIT_OK, EXIT_NONFINITE, EXIT_INTERRUPTED = 0, 3, 130
+#: exit codes of ``minivae train``: done; a file could not be written or memory ran out
+#: during the run (the last good checkpoint is kept); non-finite; interrupted by Ctrl-C
+EXIT_OK, EXIT_FAILED, EXIT_NONFINITE, EXIT_INTERRUPTED = 0, 1, 3, 130
+
+
+def option(name: str) -> str:
+    """The command-line option of a :class:`TrainConfig` field: ``batch_size`` is
+    ``--batch-size``, ``pictures`` is ``--no-pictures``."""
+    return "--no-pictures" if name == "pictures" else "--" + name.replace("_", "-")
 
 
 @dataclass
@@ -95,32 +111,60 @@ class TrainConfig:
     train_eval_size: int = 10000
 
     def validate(self) -> TrainConfig:
-        """Raise ValueError naming the first bad option."""
-        def positive(name, minimum=1):
+        """Raise ValueError naming the first bad option (as its ``--option``), by type and range.
+
+        A configuration read back from a checkpoint goes through the same checks as one
+        given on the command line.
+        """
+        def integer(name, minimum=1):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
+                raise ValueError(f"{option(name)} must be an integer >= {minimum}, got {v!r}")
+
+        def number(name, **bounds):
+            try:
+                real_number(getattr(self, name), option(name), **bounds)
+            except TypeError as exc:
+                raise ValueError(str(exc)) from None
 
         for name in ("latent_dim", "k", "batch_size", "train_eval_size"):
-            positive(name)
+            integer(name)
         for name in ("epochs", "seed", "data_seed"):
-            positive(name, 0)
+            integer(name, 0)
         if self.patience is not None:
-            positive("patience")
+            integer("patience")
+        for name in ("hidden", "decoder_hidden"):
+            widths = getattr(self, name)
+            if widths is None and name == "decoder_hidden":
+                continue
+            if not isinstance(widths, (list, tuple)) or not all(
+                    isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
+                raise ValueError(f"{option(name)} must be a list of positive integers (layer "
+                                 f"widths), got {widths!r}")
         choices = {"dataset": DATASETS, "binarize": BINARIZE_MODES, "objective": OBJECTIVES,
-                   "kl": KL_MODES, "optimizer": OPTIMIZERS, "dtype": DTYPES}
+                   "kl": KL_MODES, "optimizer": OPTIMIZERS, "dtype": DTYPES,
+                   "likelihood": tuple(LIKELIHOODS), "activation": tuple(ACTIVATIONS)}
         for name, allowed in choices.items():
-            choice(getattr(self, name), allowed, name)
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not (math.isfinite(self.beta) and self.beta >= 0):
-            raise ValueError(f"beta must be a number >= 0, got {self.beta!r}")
-        if not (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0):
-            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")
+            choice(getattr(self, name), allowed, option(name))
+        number("lr", above=0)
+        number("beta", at_least=0)
+        number("warmup_epochs", at_least=0)
+        if not isinstance(self.pictures, bool):
+            raise ValueError(f"pictures must be True or False, got {self.pictures!r}")
+        if self.data_dir is not None and (not isinstance(self.data_dir, str)
+                                          or not self.data_dir):
+            raise ValueError(f"--data-dir must name a directory, got {self.data_dir!r}")
+        if self.data_dir is not None and self.dataset not in FILE_DATASETS:
+            raise ValueError(f"--data-dir applies to the datasets read from files "
+                             f"({', '.join(FILE_DATASETS)}); the {self.dataset} dataset reads "
+                             f"none (drop --data-dir, or choose --dataset)")
         check_estimator(self.objective, self.estimator, self.kl)
         if self.objective == "iwae" and (self.beta != 1.0 or self.warmup_epochs):
             raise ValueError("beta and KL warm-up apply to the ELBO objective only; the IWAE "
                              "bound has no separate KL term (use --objective elbo)")
+        if self.objective == "iwae" and self.kl != "analytic":
+            raise ValueError("--kl applies to the ELBO objective only; the IWAE bound has no "
+                             "separate KL term (use --objective elbo, or drop --kl)")
         return self
 
     @classmethod
@@ -231,9 +275,7 @@ def fit(model: VAE, x_train: np.ndarray, *, epochs: int = 10, batch_size: int = 
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, text.encode())
 
 
 def _fmt_time(seconds: float) -> str:
@@ -247,23 +289,24 @@ def _fmt_time(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-class _Progress:
-    """Progress within an epoch (rate, ETA) on stderr.
+class Progress:
+    """Progress through batches (rate, ETA) on stderr, for ``train`` and ``evaluate``.
 
     On a terminal: one line redrawn every 0.25 s. Otherwise (a log file): a
     line every 30 s, so long epochs still show signs of life.
     """
 
-    def __init__(self, stream, n_batches: int):
+    def __init__(self, stream, n_batches: int, interval: float | None = None):
         self.stream, self.n = stream, n_batches
         self.tty = hasattr(stream, "isatty") and stream.isatty()
-        self.interval = 0.25 if self.tty else 30.0
+        self.interval = (0.25 if self.tty else 30.0) if interval is None else interval
         self.next_t = time.perf_counter() + self.interval
 
-    def update(self, epoch: int, i: int, done_here: int, t0: float, seen: int,
-               loss: float) -> None:
+    def update(self, epoch: int | str, i: int, done_here: int, t0: float, seen: int,
+               loss: float | None) -> None:
         """After batch ``i`` of the epoch; ``done_here`` batches and ``seen`` datapoints
-        were processed in this session since ``t0``."""
+        were processed in this session since ``t0``. ``epoch`` may be a label instead;
+        ``loss`` None shows none."""
         now = time.perf_counter()
         if now < self.next_t:
             return
@@ -272,8 +315,10 @@ class _Progress:
         eta = (now - t0) / max(done_here, 1) * (self.n - i)
         width = 24
         bar = "#" * int(width * i / self.n)
-        text = (f"epoch {epoch} [{bar:.<{width}}] {i}/{self.n}  {rate:,.0f} datapoints/s  "
-                f"epoch ETA {_fmt_time(eta)}  loss {loss:.2f} nats")
+        label = f"epoch {epoch}" if isinstance(epoch, int) else epoch
+        text = (f"{label} [{bar:.<{width}}] {i}/{self.n}  {rate:,.0f} datapoints/s  "
+                f"{'epoch ' if isinstance(epoch, int) else ''}ETA {_fmt_time(eta)}"
+                + (f"  loss {loss:.2f} nats" if loss is not None else ""))
         self.stream.write(f"\r{text} " if self.tty else text + "\n")
         self.stream.flush()
 
@@ -308,14 +353,6 @@ class _InterruptFlag:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def next_run_dir(parent="runs", stem: str = "run") -> Path:
-    """The first of ``parent/stem-1``, ``parent/stem-2``, ... that does not exist yet."""
-    i = 1
-    while (Path(parent) / f"{stem}-{i}").exists():
-        i += 1
-    return Path(parent) / f"{stem}-{i}"
-
-
 def build_model(config: TrainConfig, input_dim: int) -> VAE:
     """The VAE a configuration describes."""
     return VAE(input_dim, config.latent_dim, hidden=tuple(config.hidden),
@@ -326,31 +363,54 @@ def build_model(config: TrainConfig, input_dim: int) -> VAE:
 
 def load_data(config: TrainConfig, print_fn=None):
     """The dataset a configuration names, prepared for its likelihood and dtype."""
+    if config.data_dir is not None and not Path(config.data_dir).is_dir():
+        raise FileNotFoundError(f"--data-dir {config.data_dir}: no such directory")
     dataset = load_dataset(config.dataset, config.data_dir, seed=config.data_seed,
                            print_fn=print_fn)
     return prepare_data(dataset, config.likelihood, config.binarize, np.dtype(config.dtype),
                         seed=config.data_seed)
 
 
-# ----------------------------------------------------------------------
-# the run directory
-# ----------------------------------------------------------------------
+def load_run_checkpoint(path) -> tuple[Checkpoint, TrainConfig, VAE]:
+    """A training run's checkpoint with every field checked, its configuration and its model.
 
+    Beyond :func:`~minivae.tool.checkpoint.load_checkpoint` and
+    :func:`~minivae.tool.checkpoint.check_run_meta`: the saved options pass
+    :meth:`TrainConfig.validate`, and the model configuration describes exactly the
+    parameters stored (checked before the model is built, so a damaged configuration
+    cannot ask for a huge allocation). Raises
+    :class:`~minivae.tool.checkpoint.CheckpointError` naming the file and the field.
+    """
+    ckpt = load_checkpoint(path)
+    meta = check_run_meta(ckpt)
 
-class RunDir:
-    """Paths inside a run directory."""
+    def bad(field_name, why):
+        return CheckpointError(f"{ckpt.path}: metadata field {field_name!r}: {why}; the file "
+                               f"was left untouched")
 
-    def __init__(self, path):
-        self.path = Path(path)
-        self.config = self.path / "config.json"
-        self.metrics = self.path / "metrics.jsonl"
-        self.checkpoints = self.path / "checkpoints"
-        self.latest = self.checkpoints / "latest.npz"
-        self.best = self.checkpoints / "best.npz"
-        self.pictures = self.path / "pictures"
-
-    def write_metrics(self, history: list[dict]) -> None:
-        _write_text(self.metrics, "".join(json.dumps(h) + "\n" for h in history))
+    missing = sorted({f.name for f in fields(TrainConfig)} - set(meta["train_config"]))
+    if missing:
+        raise bad("train_config", f"no option {', '.join(missing)}")
+    try:
+        config = TrainConfig.from_dict(meta["train_config"]).validate()
+    except ValueError as exc:
+        raise bad("train_config", str(exc)) from None
+    mc = meta["model_config"]
+    try:
+        n = param_count(mc["input_dim"], mc["latent_dim"], mc["hidden"],
+                        mc.get("decoder_hidden"), mc["likelihood"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise bad("model_config", f"not a model description ({type(exc).__name__}: {exc})") \
+            from None
+    if n != ckpt.params.size:
+        raise bad("model_config", f"describes a model of {n} parameters, the file holds "
+                  f"{ckpt.params.size}")
+    try:
+        model = VAE.from_config(mc)
+    except (TypeError, ValueError) as exc:
+        raise bad("model_config", str(exc)) from None
+    check_architecture(ckpt, model)
+    return ckpt, config, model
 
 
 # ----------------------------------------------------------------------
@@ -362,47 +422,66 @@ def train(config: TrainConfig | None = None, run_dir=None, *, resume: bool = Fal
           overrides: dict | None = None, out=None, err=None, _step_hook=None) -> TrainResult:
     """Train (or, with ``resume=True``, continue) the run in ``run_dir``.
 
-    A new run without ``run_dir`` goes to :func:`next_run_dir` (``runs/run-N``).
+    A new run without ``run_dir`` claims the next free ``runs/run-N``. The run
+    directory belongs to this process while it trains (see :mod:`minivae.tool.rundir`):
+    a second process is refused, and everything that can be checked before training
+    (options, data, memory, disk space, the checkpoint to resume) is checked before the
+    first step. A new run that fails before its first step leaves nothing behind.
     ``overrides`` (resume only) may change ``epochs`` and ``patience``. Epoch
     lines go to ``out`` (stdout), the progress display and warnings to ``err``
     (stderr). ``_step_hook(step)``, for tests, is called after every step.
     """
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
-    if run_dir is None:
-        if resume:
-            raise ValueError("resume=True needs the run_dir of the run to continue")
-        run_dir = next_run_dir()
-    run = RunDir(run_dir)
-    ckpt = None
     if resume:
-        ckpt = load_checkpoint(run.latest)
-        config = TrainConfig.from_dict(ckpt.meta["train_config"])
-        for name, value in (overrides or {}).items():
-            if name not in ("epochs", "patience"):
-                raise ValueError(f"only epochs and patience can change when resuming, "
-                                 f"not {name}")
-            setattr(config, name, value)
+        if run_dir is None:
+            raise ValueError("resume=True needs the run_dir of the run to continue")
+        unknown = sorted(set(overrides or {}) - {"epochs", "patience"})
+        if unknown:
+            raise ValueError(f"only epochs and patience can change when resuming, not "
+                             f"{', '.join(unknown)}")
     else:
-        config = TrainConfig() if config is None else config
-        if run.latest.exists():
-            raise FileExistsError(f"{run.path} already holds a run; continue it with "
-                                  f"--resume {run.path} or choose another --run-dir")
-    config.validate()
-
-    session = _Session(config, run, ckpt, out, err)
-    if session.epoch >= config.epochs:
-        session.say(f"the run has already reached epoch {session.epoch}; pass --epochs N "
-                    f"with N > {session.epoch} to train further")
-        return session.result("completed")
-    status = "completed"
-    with _InterruptFlag(err) as interrupt:
-        while session.epoch < config.epochs:
-            status = (session.train_epoch(interrupt, _step_hook)
-                      or session.end_epoch(interrupt) or "completed")
-            if status != "completed":
-                break
-    return session.finish(status)
+        config = (TrainConfig() if config is None else config).validate()
+    owner = existing_run(run_dir) if resume else new_run(run_dir)
+    session = None
+    try:
+        if owner.removed_temporaries:
+            print(f"removed {len(owner.removed_temporaries)} temporary file(s) left by a "
+                  f"process that ended while writing: "
+                  f"{', '.join(str(p) for p in owner.removed_temporaries)}", file=out)
+        ckpt = None
+        if resume:
+            ckpt, config, _ = load_run_checkpoint(owner.run.latest)
+            for name, value in (overrides or {}).items():
+                setattr(config, name, value)
+            config.validate()
+        session = _Session(config, owner.run, ckpt, out, err)
+        if session.epoch >= config.epochs:
+            session.say(f"the run has already reached epoch {session.epoch}; pass --epochs N "
+                        f"with N > {session.epoch} to train further")
+            return session.result("completed")
+        status = "completed"
+        try:
+            with _InterruptFlag(err) as interrupt:
+                while session.epoch < config.epochs:
+                    status = (session.train_epoch(interrupt, _step_hook)
+                              or session.end_epoch(interrupt) or "completed")
+                    if status != "completed":
+                        break
+        except BrokenPipeError:
+            raise  # our output's reader went away: not a failure of the run's files
+        except (OSError, MemoryError) as exc:
+            if not resume and session.step == 0:
+                raise  # nothing trained yet: the new run is removed below
+            session.failed(exc)
+            status = "failed"
+        return session.finish(status)
+    except BaseException:
+        if not resume and (session is None or session.step == 0):
+            owner.discard()
+        raise
+    finally:
+        owner.release()
 
 
 class _Session:
@@ -417,6 +496,7 @@ class _Session:
         self.config, self.run, self.out, self.err = config, run, out, err
         self.data = load_data(config, print_fn=self.say)
         self.image_shape = self.data.dataset.image_shape
+        self._check_resources()
         self.model = build_model(config, self.data.train.shape[1])
         self.optimizer = make_optimizer(config.optimizer, config.lr)
         self.loss_and_grad = make_objective(self.model, config.objective, kl=config.kl,
@@ -439,24 +519,49 @@ class _Session:
         if ckpt is not None:
             self._restore(ckpt)
         else:
-            for d in (run.path, run.checkpoints):
-                d.mkdir(parents=True, exist_ok=True)
+            run.checkpoints.mkdir(exist_ok=True)
             _write_text(run.config, json.dumps(asdict(config), indent=1) + "\n")
+        self.saved_epoch = self.epoch  # the epoch of the checkpoint latest.npz holds
         self.say(f"{self.model!r}\ndata: {self.data.dataset.description}; "
                  f"{len(self.data.train)} train / {len(self.data.valid)} valid / "
                  f"{len(self.data.test)} test; binarization: {self.data.binarize}\n"
                  f"run directory: {run.path}")
         if ckpt is None:
             self.checkpoint(run.latest)  # epoch 0: a good checkpoint exists before the first step
-        self.progress = _Progress(err, self.n_batches)
+        self.progress = Progress(err, self.n_batches)
         self.curves_skipped, self.next_curves_t = False, 0.0
         self.t_start, self.epochs_timed = time.perf_counter(), 0
 
     def say(self, msg: str) -> None:
         print(msg, file=self.out, flush=True)
 
+    def _check_resources(self) -> None:
+        """Refuse, before the first step, a run that cannot fit in memory or on the disk."""
+        c, D, n_train = self.config, self.data.train.shape[1], len(self.data.train)
+        n = check_model_fits(D, c.latent_dim, c.hidden, c.decoder_hidden, c.likelihood,
+                             c.dtype)
+        batch = min(c.batch_size, n_train)
+        require(step_bytes(c.k, batch, D, c.latent_dim, c.hidden, c.decoder_hidden,
+                           c.likelihood, c.dtype),
+                f"one training step (--k {c.k} samples x --batch-size {batch} datapoints "
+                f"through the decoder, {c.dtype})", "use a smaller --k or --batch-size")
+        # latest and best, and one of them being rewritten: parameters and optimizer state
+        checkpoint = n * np.dtype(c.dtype).itemsize * (3 if c.optimizer == "adam" else 2)
+        free = shutil.disk_usage(self.run.path).free
+        if 3 * checkpoint > free:
+            raise RunDirError(f"the disk holding {self.run.path} has {fmt_bytes(free)} free; "
+                              f"the run's checkpoints need about {fmt_bytes(3 * checkpoint)}")
+
     def _restore(self, ckpt) -> None:
         check_architecture(ckpt, self.model)
+        check_optimizer_state(ckpt, self.config.optimizer)
+        position = ckpt.meta.get("position")
+        if position is not None and not (position["batch"] < self.n_batches
+                                         and position["seen"] <= len(self.data.train)):
+            raise CheckpointError(f"{ckpt.path}: metadata field 'position' (batch "
+                                  f"{position['batch']}, seen {position['seen']}) lies outside "
+                                  f"an epoch of {self.n_batches} batches; the file was left "
+                                  f"untouched")
         self.model.set_flat(ckpt.params)
         self.optimizer.load_state_dict(ckpt.optimizer_state)
         self.rng = ckpt.rngs["train"]
@@ -475,6 +580,23 @@ class _Session:
                 "binarize": self.data.binarize, **(extra or {})}
         save_checkpoint(path, self.model.flat, self.optimizer.state_dict(),
                         {"train": self.rng}, meta)
+        if path == self.run.latest:
+            self.saved_epoch = self.epoch
+
+    def failed(self, exc: BaseException) -> None:
+        """Say why the run stopped (a file could not be written, memory ran out) and how
+        to continue it."""
+        self.progress.clear()
+        if isinstance(exc, MemoryError):
+            why = f"out of memory ({exc or 'MemoryError'}); try a smaller --k or --batch-size"
+        else:
+            name = original_name(exc.filename) if exc.filename else None
+            why = (f"could not write {name} ({exc.strerror})" if name and exc.strerror
+                   else str(exc))
+        self.err.write(f"stopped at step {self.step}: {why}. The last good checkpoint is kept: "
+                       f"{self.run.latest} (epoch {self.saved_epoch}); continue with: "
+                       f"python -m minivae train --resume {self.run.path}\n")
+        self.err.flush()
 
     def _epoch_draws(self):
         """The epoch's minibatch order and (dynamic) binarization, and where to start.
@@ -575,10 +697,13 @@ class _Session:
         stopping = config.patience is not None and self.bad_epochs >= config.patience
         if config.pictures:
             self._pictures(last=epoch == config.epochs or stopping or interrupt.set)
-        self.checkpoint(run.latest)
+        # best before latest: if a write fails, latest stays at the previous epoch, and a
+        # resume repeats this epoch and writes best again (the other order could leave a
+        # best.npz older than the best epoch recorded in latest)
         if improved:
             self.checkpoint(run.best)
-        run.write_metrics(self.history)
+        self.checkpoint(run.latest)
+        _write_text(run.metrics, "".join(json.dumps(h) + "\n" for h in self.history))
         if stopping:
             self.say(f"early stopping: validation -ELBO has not improved for "
                      f"{self.bad_epochs} epochs (best {self.best:.3f} nats)")
@@ -607,8 +732,8 @@ class _Session:
                 self.curves_skipped = True
 
     def result(self, status: str) -> TrainResult:
-        code = {"non-finite": EXIT_NONFINITE, "interrupted": EXIT_INTERRUPTED}.get(status,
-                                                                                  EXIT_OK)
+        code = {"non-finite": EXIT_NONFINITE, "interrupted": EXIT_INTERRUPTED,
+                "failed": EXIT_FAILED}.get(status, EXIT_OK)
         return TrainResult(status, self.epoch, self.step, self.run.path, self.history, code)
 
     def finish(self, status: str) -> TrainResult:
