@@ -1,21 +1,54 @@
-"""Finite-difference gradient checking (fourth-order central differences, float64).
+r"""Checking gradients: is a hand-written backward pass right?
 
-Two tools, after CS231n's ``gradient_check.py`` and autograd's ``check_grads``:
+minivae's own gradients are checked this way (``tests/test_vae_gradients.py``,
+``tests/test_estimators.py``), and so can yours: give :func:`check_grads` a function and
+the gradient you wrote for it.
 
-* :func:`numerical_gradient` - every partial derivative of a scalar function,
-  for the small pieces (layers, densities, KL), scored by :func:`grad_error`;
-* :func:`directional_check` (and :func:`model_gradcheck` on a whole model) -
-  the analytic gradient against a difference along random directions, with a
-  guard against ReLU kinks.
+.. code-block:: python
 
-Errors are relative, :math:`|a - n| / \\max(|a| + |n|, \\text{floor})`, where the
-floor is what finite differences can resolve: a small fraction of the gradient's
-scale (:func:`grad_error`) or the stencil's own roundoff (:func:`directional_check`).
+    import numpy as np
+    from minivae.gradcheck import check_grads
+
+    def f(w):            # any scalar function of a float64 array
+        return float(np.sum(np.log1p(np.exp(w)) * np.arange(1, 4)))
+
+    def grad_f(w):       # its gradient, written by hand
+        return np.arange(1, 4) / (1 + np.exp(-w))
+
+    result = check_grads(f, grad_f, np.array([0.5, -1.0, 2.0]))
+    print(result)        # gradient check passed: worst relative error ... (tolerance 1e-06)
+    assert result        # truthy when it passed: the same line works inside pytest
+
+How the check works
+-------------------
+* **Directional derivatives.** Along a random unit direction u (seeded), the hand-written
+  gradient predicts :math:`g^\top u`; finite differences of f measure it. Random
+  directions mix every entry of the gradient, so a wrong entry cannot hide, and the
+  cost is a few evaluations of f per direction however many parameters there are
+  (the idea of autograd's ``check_grads``).
+* **A fourth-order stencil in float64.**
+  :math:`[8(f(x+hu) - f(x-hu)) - (f(x+2hu) - f(x-2hu))]/(12h)` has truncation error
+  :math:`O(h^4)`, so with h = 1e-4 both truncation and roundoff (about
+  :math:`10^{-16}|f|/h`) stay near 1e-12 relative: a tolerance of **1e-6** leaves a wide
+  margin for a right gradient and none for a wrong one (a factor of two gives an error
+  of 1/3). float32 cannot do this, and :func:`check_grads` refuses it.
+* **Relative error** :math:`|a - n| / \max(|a| + |n|, \text{floor})`, where the floor is
+  the stencil's own roundoff, so a derivative that is zero is not compared with noise.
+* **Kinks** (ReLU at 0) spoil finite differences on a segment that crosses them. Each
+  estimate is made at h and h/2; if they disagree, the segment crossed a kink and a new
+  direction is drawn with a smaller step (:func:`directional_check`).
+
+The other tools here: :func:`numerical_gradient` computes every partial derivative
+(after CS231n's ``gradient_check.py``; for small pieces such as a layer or a density,
+scored by :func:`grad_error`), :func:`model_gradcheck` checks a whole
+:class:`~minivae.vae.VAE` over all parameters and block by block, and
+``python -m minivae gradcheck`` does that from the command line for a model you describe.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -33,7 +66,7 @@ def grad_error(analytic, numeric, scale_floor: float = 1e-5) -> float:
 
     .. math::  \max_i \frac{|a_i - n_i|}{\max(|a_i| + |n_i|,\ s \max_j (|a_j| + |n_j|))}
 
-    Finite-difference roundoff is absolute (about 1e-13 |f| / h), so an entry
+    Finite-difference roundoff is absolute (about :math:`10^{-13}|f|/h`), so an entry
     many orders of magnitude below the largest cannot be matched to 1e-6
     *relative to itself*; it is compared relative to ``s`` (1e-5) times the
     gradient's scale instead. A factor-of-two error in any entry larger than
@@ -56,7 +89,7 @@ def numerical_gradient(f: Callable[[], float], x: np.ndarray, h: float = 1e-3) -
     .. math::  \frac{8[f(x + h e_i) - f(x - h e_i)] - [f(x + 2h e_i) - f(x - 2h e_i)]}{12h}
 
     whose truncation error is O(h^4), so h = 1e-3 keeps both truncation and
-    roundoff (about eps |f| / h) near 1e-12.
+    roundoff (about :math:`\epsilon|f|/h`) near 1e-12.
     """
     if x.dtype != np.float64:
         raise TypeError(f"finite differences need float64, got {x.dtype}")
@@ -88,7 +121,7 @@ def directional_derivative(f: Callable[[np.ndarray], float], x0: np.ndarray, u: 
     .. math::  \frac{8[f(x+hu) - f(x-hu)] - [f(x+2hu) - f(x-2hu)]}{12h},
 
     with truncation error O(h^4), so h can be large enough (1e-4) that
-    floating-point roundoff, about eps*|f|/h, stays near 1e-12 relative.
+    floating-point roundoff, about :math:`\epsilon|f|/h`, stays near 1e-12 relative.
     """
     d1 = f(x0 + h * u) - f(x0 - h * u)
     d2 = f(x0 + 2 * h * u) - f(x0 - 2 * h * u)
@@ -184,3 +217,72 @@ def model_gradcheck(model, x, eps, *, rng: np.random.Generator, n_directions: in
     finally:
         model.set_flat(original)
     return results
+
+
+@dataclass
+class GradCheck:
+    """What :func:`check_grads` found; truthy when the gradient passed.
+
+    ``worst_error`` is the largest relative error of the directional derivative over
+    the ``n_directions`` random directions, ``rtol`` the tolerance it was held to.
+    """
+
+    passed: bool
+    worst_error: float
+    rtol: float
+    n_directions: int
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __str__(self) -> str:
+        verdict = "passed" if self.passed else "FAILED"
+        return (f"gradient check {verdict}: worst relative error {self.worst_error:.1e} along "
+                f"{self.n_directions} random directions (tolerance {self.rtol:g})")
+
+    __repr__ = __str__  # what pytest shows when ``assert check_grads(...)`` fails
+
+
+def check_grads(f: Callable[[np.ndarray], float], grad: Callable[[np.ndarray], np.ndarray],
+                x, *, rtol: float = 1e-6, n_directions: int = 10, seed: int = 0,
+                h: float = 1e-4) -> GradCheck:
+    r"""Check a hand-written gradient ``grad`` of the scalar function ``f`` at ``x``.
+
+    Compares :math:`\nabla f(x)^\top u` (from ``grad``) with a fourth-order central
+    difference of ``f`` along ``n_directions`` random unit directions u drawn from
+    ``numpy.random.default_rng(seed)`` (see the module docstring for why this is
+    tight). ``x`` is a float64 array of any shape (or something ``np.asarray`` turns
+    into float64); ``grad(x)`` must return an array of that shape.
+
+    Returns a :class:`GradCheck`, truthy when every relative error is at most ``rtol``.
+
+    >>> import numpy as np
+    >>> check_grads(lambda w: float(np.sum(w ** 3)), lambda w: 3 * w ** 2,
+    ...             np.array([0.5, -1.0])).passed
+    True
+    >>> check_grads(lambda w: float(np.sum(w ** 3)), lambda w: 6 * w ** 2,
+    ...             np.array([0.5, -1.0])).passed
+    False
+    """
+    if isinstance(x, np.ndarray) and x.dtype != np.float64:
+        raise TypeError(f"x must be float64 for finite differences to resolve 1e-6, got "
+                        f"{x.dtype} (convert with x.astype(np.float64))")
+    x = np.array(x, dtype=np.float64)  # a copy: the check perturbs it
+    n_directions = positive_int(n_directions, "n_directions")
+    if not (np.isfinite(rtol) and rtol > 0):
+        raise ValueError(f"rtol must be a positive number, got {rtol!r}")
+    shape = x.shape
+
+    def loss_and_grad(flat):
+        value = f(flat.reshape(shape))
+        if np.ndim(value) != 0 or not np.isfinite(value):
+            raise ValueError(f"f must return a finite scalar, got {value!r}")
+        g = np.asarray(grad(flat.reshape(shape)), dtype=np.float64)
+        if g.shape != shape:
+            raise ValueError(f"grad must return an array of x's shape {shape}, got {g.shape}")
+        return float(value), g.ravel()
+
+    worst = directional_check(loss_and_grad, x.ravel(), np.random.default_rng(seed),
+                              n_directions=n_directions, h=h, rtol=rtol)
+    return GradCheck(worst <= rtol, worst, rtol, n_directions)
+

@@ -213,7 +213,7 @@ def kl_direction(problem: Problem, rng: np.random.Generator, n_quad: int = 80) -
     that mode (nearer to it than to the other), the two optima differ, and each has a
     lower KL(q||p) than the moment-matched q. lhs/rhs: the numerical and closed-form
     :math:`\sigma_1^2` of argmin KL(q||p); difference: the largest error of the four
-    closed-form optima (means and log-variances, relative to max(1, |value|)).
+    closed-form optima (means and log-variances, relative to ``max(1, |value|)``).
     """
     model, x = problem.model, problem.x
     Z = model.Z
