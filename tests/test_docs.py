@@ -6,6 +6,9 @@
   output it prints, and each command is run and compared. (Commands that need data
   or take minutes go in ```` ```bash ```` blocks, which are not executed.)
 * Docstrings: every ``>>>`` example in the package runs under :mod:`doctest`.
+* Results: a fenced README block right after ``<!-- from scripts/results/NAME.txt -->``
+  quotes a report written by ``scripts/record.py``: every line of it must appear in that
+  report, so a number in the README is the output of a command, never typed by hand.
 * Every test a docstring names (``tests/test_x.py`` and ``test_name``) exists, so the
   reading order's "proved by" links stay true.
 """
@@ -32,6 +35,8 @@ PACKAGE = ROOT / "minivae"
 PYTHON_EXAMPLE = re.compile(
     r"```python\n(?P<code>.*?)```\s*\nprints\s*\n+```[a-z]*\n(?P<out>.*?)```", re.S)
 CONSOLE_BLOCK = re.compile(r"```console\n(?P<body>.*?)```", re.S)
+QUOTED_REPORT = re.compile(r"<!-- from (?P<report>scripts/results/[\w.-]+\.txt) -->\s*\n"
+                           r"```[a-z]*\n(?P<body>.*?)```", re.S)
 
 
 def _lines(text: str) -> list[str]:
@@ -78,6 +83,14 @@ def test_readme_console_example_prints_what_it_says(command, expected, tmp_path)
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert _lines(done.stdout) == _lines(expected)
+
+
+@pytest.mark.parametrize("report, body", [(m["report"], m["body"])
+                                          for m in QUOTED_REPORT.finditer(README)])
+def test_readme_numbers_are_quoted_from_reports(report, body):
+    lines = set((ROOT / report).read_text().splitlines())
+    missing = [line for line in body.splitlines() if line.strip() and line not in lines]
+    assert not missing, f"not in {report} (rerun the command in its first line): {missing}"
 
 
 def _modules() -> list[str]:
