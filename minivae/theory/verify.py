@@ -43,6 +43,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    choices=sorted(IDENTITIES), help="the identity numbers to check")
     p.add_argument("--no-details", action="store_true",
                    help="print the table only, without the supporting tables below it")
+    p.add_argument("--brief", action="store_true",
+                   help="one line per identity (number, PASS or FAIL, what it says, its two "
+                   "sides) and nothing else")
     p.add_argument("--plots", metavar="DIR", default=None,
                    help="also write one PNG per identity that has a picture "
                    f"({', '.join(map(str, sorted(PLOTS)))}) into DIR; needs matplotlib "
@@ -67,6 +70,12 @@ def format_table(results: list[IdentityResult]) -> str:
         lines.append(f"    from: {r.source}")
         lines.append(f"    test: {r.criterion}")
     return "\n".join(lines)
+
+
+def format_brief(results: list[IdentityResult]) -> str:
+    """One line per identity: number, verdict, statement, left and right side (nats)."""
+    return "\n".join(f"{r.number:>2} {'PASS' if r.passed else 'FAIL'}  {r.name:<56} "
+                     f"{_fmt(r.lhs):>13} {_fmt(r.rhs):>13}" for r in results)
 
 
 def format_details(results: list[IdentityResult]) -> str:
@@ -106,6 +115,10 @@ def run(args) -> int:
                "elapsed_seconds": elapsed, "plots": plots,
                "identities": [r.to_dict() for r in results]}
         print(json.dumps(doc, indent=2))
+        return 0 if ok else 1
+    if args.brief:
+        print(format_brief(results))
+        _write_plots(results, args.plots, sys.stdout)
         return 0 if ok else 1
     p = default_problem(args.seed)
     print(f"minivae verify (seed {args.seed}): linear-Gaussian model D={p.model.D}, "
