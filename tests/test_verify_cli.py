@@ -119,8 +119,6 @@ def test_ppca_script_json_short_run():
 
 
 def test_brief_prints_one_line_per_identity(capsys):
-    from minivae.tool.cli import main
-
     assert main(["verify", "--brief", "--only", "2", "13"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in lines] == [["2", "PASS"], ["13", "PASS"]]
