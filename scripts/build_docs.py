@@ -62,7 +62,8 @@ API_MODULES = [
     "minivae.optim", "minivae.gradcheck", "minivae.checks",
     "minivae.theory.exact", "minivae.theory.identities", "minivae.theory.questions",
     "minivae.theory.network", "minivae.theory.plots", "minivae.theory.verify",
-    "minivae.tool.data", "minivae.tool.train", "minivae.tool.checkpoint",
+    "minivae.tool.data", "minivae.tool.train", "minivae.tool.rundir", "minivae.tool.files",
+    "minivae.tool.memory", "minivae.tool.checkpoint",
     "minivae.tool.evaluate", "minivae.tool.diagnostics", "minivae.tool.figures",
     "minivae.tool.burda", "minivae.tool.cli",
 ]
