@@ -291,11 +291,12 @@ def _png_pixels(raw):
 @pytest.mark.parametrize("n", [1, 7, 64])
 def test_the_streamed_sample_grid_equals_the_whole_picture(tmp_path, n):
     model = VAE(64, 2, hidden=(8,), dtype=np.float32, seed=4)
+    title = f"{n} samples, a title long enough to be wrapped onto two lines in a narrow picture"
     streamed = figures.save_sample_grid(
         tmp_path / "s.png", n, (lambda rng: lambda c: model.sample(rng, c))(
-            np.random.default_rng(5)), (8, 8))
+            np.random.default_rng(5)), (8, 8), title)
     whole = figures.save_samples(tmp_path / "w.png", model.sample(np.random.default_rng(5), n),
-                                 (8, 8))
+                                 (8, 8), title)
     np.testing.assert_array_equal(_png_pixels(streamed.read_bytes()),
                                   _png_pixels(whole.read_bytes()))
 
@@ -303,7 +304,7 @@ def test_the_streamed_sample_grid_equals_the_whole_picture(tmp_path, n):
 def test_a_sample_grid_with_non_finite_values_is_not_written(tmp_path):
     rows = iter([np.full((3, 64), 0.5), np.full((3, 64), np.nan)])
     with pytest.raises(ValueError, match="non-finite values"):
-        figures.save_sample_grid(tmp_path / "s.png", 9, lambda c: next(rows)[:c], (8, 8))
+        figures.save_sample_grid(tmp_path / "s.png", 9, lambda c: next(rows)[:c], (8, 8), "t")
     assert list(tmp_path.iterdir()) == []
 
 
