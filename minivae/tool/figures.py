@@ -41,20 +41,51 @@ def encode_png(img: np.ndarray) -> bytes:
         raise ValueError(f"image must be uint8 (H, W) or (H, W, 3), got {img.dtype} {img.shape}")
     h, w = img.shape[:2]
     color_type = 0 if img.ndim == 2 else 2
-    rows = img.reshape(h, -1)
-    raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1).tobytes()  # filter 0
-
+    raw = _filter_up(img.reshape(h, -1), np.zeros(img[0].size, np.uint8))
     ihdr = struct.pack(">IIBBBBB", w, h, 8, color_type, 0, 0, 0)
     return (_PNG_SIGNATURE + _png_chunk(b"IHDR", ihdr)
-            + _png_chunk(b"IDAT", zlib.compress(raw, 6)) + _png_chunk(b"IEND", b""))
+            + _png_chunk(b"IDAT", zlib.compress(raw, ZLIB_LEVEL)) + _png_chunk(b"IEND", b""))
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: zlib's compression level: with the "Up" filter, level 2 compresses these pictures
+#: better than level 6 without it, in half the time (measured)
+ZLIB_LEVEL = 2
+
+
+def _filter_up(rows: np.ndarray, above: np.ndarray) -> bytes:
+    """Rows of bytes in PNG filter type 2, "Up": each byte minus the one above it (mod 256),
+    ``above`` being the row before the first. Enlarged images repeat rows and change
+    slowly down a column, so most differences are 0 or small, and compress well."""
+    diff = np.diff(rows, axis=0, prepend=above[None, :])  # uint8: wraps mod 256
+    return np.concatenate([np.full((len(rows), 1), 2, np.uint8), diff], axis=1).tobytes()
 
 
 def _png_chunk(tag: bytes, data: bytes) -> bytes:
     return (struct.pack(">I", len(data)) + tag + data
             + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
+
+
+def decode_png(raw: bytes) -> np.ndarray:
+    """The pixels (H, W) uint8 of a greyscale PNG written by this module: the inverse of
+    :func:`encode_png` and :func:`write_png_bands` (filter types 0 and 2 only), for tests
+    and for reading a run's pictures back."""
+    if raw[:8] != _PNG_SIGNATURE or raw[12:16] != b"IHDR" or raw[24:26] != b"\x08\x00":
+        raise ValueError("not an 8-bit greyscale PNG")
+    w, h = struct.unpack(">II", raw[16:24])
+    pos, idat = 8, []
+    while pos < len(raw):
+        n = struct.unpack(">I", raw[pos:pos + 4])[0]
+        if raw[pos + 4:pos + 8] == b"IDAT":
+            idat.append(raw[pos + 8:pos + 8 + n])
+        pos += 12 + n
+    rows = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8).reshape(h, w + 1)
+    pixels, above = np.empty((h, w), np.uint8), np.zeros(w, np.uint8)
+    for i, (kind, data) in enumerate(zip(rows[:, 0], rows[:, 1:], strict=True)):
+        if kind not in (0, 2):
+            raise ValueError(f"row {i}: PNG filter type {kind}, not 0 (None) or 2 (Up)")
+        pixels[i] = above = data + above if kind == 2 else data
+    return pixels
 
 
 def write_png(path, img: np.ndarray) -> Path:
@@ -76,8 +107,8 @@ def write_png_bands(path, width: int, height: int, bands: Iterable[np.ndarray]) 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    z = zlib.compressobj(6)
-    rows = 0
+    z = zlib.compressobj(ZLIB_LEVEL)
+    rows, above = 0, np.zeros(width, np.uint8)
     with atomic_open(path) as f:
         f.write(_PNG_SIGNATURE + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8,
                                                                  0, 0, 0, 0)))
@@ -85,8 +116,8 @@ def write_png_bands(path, width: int, height: int, bands: Iterable[np.ndarray]) 
             if band.dtype != np.uint8 or band.ndim != 2 or band.shape[1] != width:
                 raise ValueError(f"a band must be uint8 (rows, {width}), got {band.dtype} "
                                  f"{band.shape}")
-            raw = np.concatenate([np.zeros((len(band), 1), np.uint8), band], axis=1)  # filter 0
-            data = z.compress(raw.tobytes())
+            data = z.compress(_filter_up(band, above))
+            above = band[-1] if len(band) else above
             if data:
                 f.write(_png_chunk(b"IDAT", data))
             rows += len(band)
@@ -105,7 +136,9 @@ INK, PAPER, GAP = 0, 255, 128
 
 
 def _scale_for(image_shape) -> int:
-    return max(1, 112 // max(image_shape))  # 8x8 digits drawn 14x larger, MNIST 4x
+    """How many times larger images are drawn: to tiles of about 112 pixels (MNIST 4x), or
+    80 for small images enlarged smoothly (8x8 digits 10x)."""
+    return max(1, (80 if smooths(image_shape) else 112) // max(image_shape))
 
 
 def _gap_for(scale: int) -> int:
