@@ -106,12 +106,18 @@ def test_manifold_has_gaps_between_tiles_and_z_values_on_its_axes():
     q = figures.manifold_axis(n)
     np.testing.assert_allclose(q, -q[::-1])  # symmetric quantiles of N(0, 1)
     assert q[n // 2] == 0
-    for text in ("z1", "z2", "epoch 3", "0.00", f"{q[-1]:.2f}", f"{q[0]:.2f}"):
-        assert has_text(pic, text), text
     # the top row: n tiles of different greys, each pair separated by grey gap pixels
     scale = (840 // n) // 28
     side = 28 * scale
     y, x = find_block(pic, round(((q[0] - q[-1]) / 8 + 0.5) * 255), (side, side))  # top left
+    below, left = pic[y + n * (side + 2):], pic[:, :x]
+    assert has_text(pic[:y], "epoch 3") and has_text(below, "z1") and has_text(left, "z2")
+    for value in q:  # every z1 value below the grid, every z2 value left of it
+        assert has_text(below, f"{value:.2f}") and has_text(left, f"{value:.2f}"), value
+    # in their places: z2 = +1.47 beside the top row, z1 = -1.47 below the first column
+    top, first = left[y:y + side], below[:, max(0, x - side // 2):x + side + side // 2]
+    assert has_text(top, f"{q[-1]:.2f}") and not has_text(top, f"{q[0]:.2f}")
+    assert has_text(first, f"{q[0]:.2f}") and not has_text(first, f"{q[1]:.2f}")
     row = pic[y + side // 2, x:x + n * (side + 2)]
     assert (row[side:side + 2] == figures.GAP).all()
     tiles = [row[c * (side + 2)] for c in range(n)]

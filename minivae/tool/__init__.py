@@ -5,7 +5,8 @@
   :func:`~minivae.tool.train.fit`) and a resumable run around it;
 * :mod:`minivae.tool.checkpoint`: atomic, pickle-free checkpoints;
 * :mod:`minivae.tool.evaluate`, :mod:`minivae.tool.diagnostics`: numbers about a model;
-* :mod:`minivae.tool.figures`: image grids and curves;
+* :mod:`minivae.tool.figures`: image grids (titled in :mod:`minivae.tool.pixelfont`), the
+  latent scatter and curves; :mod:`minivae.tool.epoch_pictures`: which a run draws and keeps;
 * :mod:`minivae.tool.burda`: Burda et al.'s training recipe;
 * :mod:`minivae.tool.cli`: ``python -m minivae``.
 

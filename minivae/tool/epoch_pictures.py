@@ -4,11 +4,13 @@ In ``RUN_DIR/pictures/``, for data that are images:
 
 =============================== ===========================================================
 ``reconstructions_latest.png``  32 validation images (rows "input") each above its
-                                reconstruction (rows "recon.": the mean of p(x|z) at z = mu(x))
+                                reconstruction (rows "recon.": the mean of p(x|z) at z = mu(x));
+                                for binarized grey levels, the grey levels above (rows "data")
 ``samples_latest.png``          64 samples from the prior: the mean of p(x|z), z ~ N(0, I),
                                 the same 64 z at every epoch
 ``manifold_latest.png``         (``--latent-dim 2``) the mean of p(x|z) over a 15 x 15 grid
-                                of z at the quantiles of N(0, 1), z1 and z2 on the axes
+                                (10 x 10 for 8x8 images) of z at the quantiles of N(0, 1),
+                                z1 and z2 on the axes
 =============================== ===========================================================
 
 and, for any data, when matplotlib is installed:
@@ -16,7 +18,7 @@ and, for any data, when matplotlib is installed:
 =============================== ===========================================================
 ``latent_latest.png``           the encoder means mu(x) of the validation set (their first two
                                 principal components when Z > 2), coloured by label when the
-                                dataset has labels
+                                dataset has labels (digits; mnist with its label files)
 ``curves.png``                  train and validation negative ELBO per epoch so far
 =============================== ===========================================================
 
@@ -47,6 +49,12 @@ MAX_KEPT = 10
 REDRAW_SECONDS = 10.0
 #: how many validation images the reconstructions show, and how many samples
 N_RECONSTRUCTIONS, N_SAMPLES = 32, 64
+#: why a dataset that could have labels has none (said in the latent scatter)
+NO_LABELS_WHY = {
+    "binarized-mnist": "the binarized MNIST has no labels (its splits are not in the order "
+                       "of the official MNIST files)",
+    "mnist": "no labels: train-labels-idx1-ubyte and t10k-labels-idx1-ubyte were not found",
+}
 
 
 def keep_every(epochs: int) -> int:
@@ -103,7 +111,7 @@ class EpochPictures:
             f"{self.name}, epoch {epoch}: encoder means mu(x) of the {n} validation "
             f"datapoints ({what}), " + ("coloured by label" if self.labels is not None
                                         else "not coloured: no labels"),
-            no_labels=f"the {self.name} data have no labels")
+            no_labels=NO_LABELS_WHY.get(self.name, f"the {self.name} data have no labels"))
         pngs["curves"] = figures.learning_curves_png(
             history, f"{self.name}: negative ELBO to epoch {epoch} (lower is better)")
         self._tell_once(pngs)

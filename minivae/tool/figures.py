@@ -502,7 +502,8 @@ def latent_scatter_png(means: np.ndarray, labels: np.ndarray | None, title: str,
     size, alpha = (16, 0.8) if len(xy) <= 2000 else (4, 0.5)
     if labels is None:
         ax.scatter(xy[:, 0], xy[:, 1], s=size, alpha=alpha, color="0.25", linewidths=0)
-        ax.text(0.02, 0.98, no_labels, transform=ax.transAxes, va="top")
+        ax.text(0.02, 0.98, no_labels, transform=ax.transAxes, va="top",
+                bbox={"facecolor": "white", "edgecolor": "0.6", "alpha": 0.9})
     else:
         classes, index = np.unique(np.asarray(labels), return_inverse=True)
         cmap = colormaps["tab10" if len(classes) <= 10 else "tab20"]
@@ -514,7 +515,7 @@ def latent_scatter_png(means: np.ndarray, labels: np.ndarray | None, title: str,
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    return _png_bytes(fig, title, right=0.86)
+    return _png_bytes(fig, title, right=0.97 if labels is None else 0.86)
 
 
 def learning_curves_png(history: list[dict], title: str) -> bytes | None:
