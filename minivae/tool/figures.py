@@ -135,6 +135,16 @@ def write_png_bands(path, width: int, height: int, bands: Iterable[np.ndarray]) 
 INK, PAPER, GAP = 0, 255, 128
 
 
+#: images this small (pixels on a side) are enlarged smoothly (bilinear), larger ones by
+#: repeating pixels: 8x8 digits drawn as blocks are hard to read, MNIST's 28x28 are not
+SMOOTH_BELOW = 16
+
+
+def smooths(image_shape: tuple[int, int]) -> bool:
+    """Are images of this shape enlarged smoothly (see :data:`SMOOTH_BELOW`)?"""
+    return max(image_shape) < SMOOTH_BELOW
+
+
 def _scale_for(image_shape) -> int:
     """How many times larger images are drawn: to tiles of about 112 pixels (MNIST 4x), or
     80 for small images enlarged smoothly (8x8 digits 10x)."""
@@ -144,16 +154,6 @@ def _scale_for(image_shape) -> int:
 def _gap_for(scale: int) -> int:
     """Grey pixels between tiles: 1 between images drawn at their size, 2 between enlarged ones."""
     return 1 if scale < 4 else 2
-
-
-#: images this small (pixels on a side) are enlarged smoothly (bilinear), larger ones by
-#: repeating pixels: 8x8 digits drawn as blocks are hard to read, MNIST's 28x28 are not
-SMOOTH_BELOW = 16
-
-
-def smooths(image_shape: tuple[int, int]) -> bool:
-    """Are images of this shape enlarged smoothly (see :data:`SMOOTH_BELOW`)?"""
-    return max(image_shape) < SMOOTH_BELOW
 
 
 def _bilinear(n: int, scale: int) -> np.ndarray:
@@ -502,7 +502,7 @@ def latent_scatter_png(means: np.ndarray, labels: np.ndarray | None, title: str,
     size, alpha = (16, 0.8) if len(xy) <= 2000 else (4, 0.5)
     if labels is None:
         ax.scatter(xy[:, 0], xy[:, 1], s=size, alpha=alpha, color="0.25", linewidths=0)
-        ax.text(0.02, 0.98, no_labels, transform=ax.transAxes, va="top",
+        ax.text(0.02, 0.98, textwrap.fill(no_labels, 60), transform=ax.transAxes, va="top",
                 bbox={"facecolor": "white", "edgecolor": "0.6", "alpha": 0.9})
     else:
         classes, index = np.unique(np.asarray(labels), return_inverse=True)
