@@ -63,7 +63,8 @@ API_MODULES = [
     "minivae.theory.exact", "minivae.theory.identities", "minivae.theory.questions",
     "minivae.theory.network", "minivae.theory.plots", "minivae.theory.verify",
     "minivae.tool.data", "minivae.tool.train", "minivae.tool.rundir", "minivae.tool.files",
-    "minivae.tool.memory", "minivae.tool.checkpoint",
+    "minivae.tool.memory", "minivae.tool.checkpoint", "minivae.tool.epoch_pictures",
+    "minivae.tool.pixelfont",
     "minivae.tool.evaluate", "minivae.tool.diagnostics", "minivae.tool.figures",
     "minivae.tool.burda", "minivae.tool.cli",
 ]

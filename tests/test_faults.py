@@ -287,8 +287,10 @@ def test_sample_and_evaluate_work_in_bounded_memory(tmp_path):
     s, e = sample.wait(), evaluate.wait()
     assert s.code == 0 and e.code == 0, (s.err, e.err)
     raw = (tmp_path / "big.png").read_bytes()
-    # ceil(sqrt(30000)) = 174 columns of 8x8 images with 1-pixel borders, 173 rows
-    assert struct.unpack(">II", raw[16:24]) == (174 * 9 + 1, 173 * 9 + 1)
+    # ceil(sqrt(30000)) = 174 columns of 8x8 images with 1-pixel borders, 173 rows, below
+    # a title of a few lines
+    width, height = struct.unpack(">II", raw[16:24])
+    assert width == 174 * 9 + 1 and 173 * 9 + 1 < height < 173 * 9 + 1 + 100
     assert s.peak_mb < 250 and e.peak_mb < 250, (s.peak_mb, e.peak_mb)
     assert json.loads((run / "evaluation_test.json").read_text())["k"] == 5000
 

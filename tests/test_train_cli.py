@@ -170,7 +170,9 @@ def test_png_writer_round_trip(tmp_path):
     assert (w, h) == (5, 6)
     idat_len = struct.unpack(">I", raw[33:37])[0]
     rows = np.frombuffer(zlib.decompress(raw[41:41 + idat_len]), np.uint8).reshape(6, 6)
-    np.testing.assert_array_equal(rows[:, 1:], img)
+    assert (rows[:, 0] == 2).all()  # filter type 2, "Up": each row minus the row above
+    np.testing.assert_array_equal(rows[:, 1:], np.diff(img, axis=0, prepend=0))
+    np.testing.assert_array_equal(figures.decode_png(raw), img)
     grid = figures.image_grid(np.ones((3, 4)), (2, 2), ncols=2, pad=1)
     assert grid.shape == (7, 7) and grid[1, 1] == 255 and grid[0, 0] == 128
 

@@ -42,8 +42,26 @@ The run directory
     runs/run-1/checkpoints/latest.npz   after every epoch (and on Ctrl-C)
     runs/run-1/checkpoints/best.npz     lowest validation -ELBO so far
     runs/run-1/checkpoints/*.json       the same metadata, for people to read
-    runs/run-1/pictures/                reconstructions, samples, the learning curves
+    runs/run-1/pictures/                what the model does, epoch by epoch (below)
     runs/run-1/.lock                    held by the process training in it (its pid)
+
+The pictures, each titled with its dataset and epoch (``KIND_latest.png`` is always the
+current epoch; a copy ``KIND_epochNNN.png`` is kept every ceil(epochs/10) epochs and at
+the last one, so a 50-epoch run keeps epochs 5, 10, ..., 50)::
+
+    reconstructions_latest.png  validation images (rows "input") above their
+                                reconstructions ("recon.": the mean of p(x|z) at z = mu(x));
+                                for binarized grey levels, the grey levels on top ("data")
+    samples_latest.png          64 samples from the prior (the same z every epoch)
+    manifold_latest.png         with --latent-dim 2: decoded means over a grid of z, with
+                                the z1 and z2 values on the axes
+    latent_latest.png           encoder means of the validation set (the first two principal
+                                components when Z > 2), coloured by label where the data
+                                have labels (digits; mnist with its label files)
+    curves.png                  train and validation -ELBO per epoch
+
+The latent scatter and the curves need matplotlib (``pip install 'minivae[plots]'``);
+without it the run says so in one line and draws the image grids, which need nothing.
 
 A checkpoint is one ``.npz`` of plain arrays: the flat parameters, the optimizer state,
 the random generator's state (PCG64, as uint64 words) and the metadata as JSON bytes
@@ -97,7 +115,8 @@ Modules
   owner per run directory, files written whole, memory checked before the work;
 * :mod:`minivae.tool.checkpoint`: atomic, pickle-free, schema-checked checkpoints;
 * :mod:`minivae.tool.evaluate`, :mod:`minivae.tool.diagnostics`: numbers about a model;
-* :mod:`minivae.tool.figures`: image grids and curves;
+* :mod:`minivae.tool.figures`: image grids (titled in :mod:`minivae.tool.pixelfont`), the
+  latent scatter and curves; :mod:`minivae.tool.epoch_pictures`: which a run draws and keeps;
 * :mod:`minivae.tool.burda`: Burda et al.'s training recipe, as their released code runs
   it;
 * :mod:`minivae.tool.cli`: ``python -m minivae``.

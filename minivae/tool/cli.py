@@ -80,9 +80,11 @@ POSITIVE, NON_NEGATIVE = _integer(1), _integer(0)
 _TRAIN_HELP = """\
 Train a VAE and write a run directory: config.json, metrics.jsonl (one JSON line per
 epoch), checkpoints/latest.npz and checkpoints/best.npz (each with a readable .json
-beside it) and pictures/ (reconstructions beside their inputs, samples from the prior,
-the decoded manifold when --latent-dim is 2, learning curves if matplotlib is
-installed). Every loss is the negative ELBO in nats per datapoint (summed over data
+beside it) and pictures/: reconstructions below their inputs, samples from the prior,
+the decoded manifold when --latent-dim is 2, and, if matplotlib is installed, the
+encoder means coloured by label and the learning curves. Each KIND_latest.png shows
+the latest epoch drawn; a copy KIND_epochNNN.png is kept every ceil(epochs/10) epochs
+and at the last epoch. Every loss is the negative ELBO in nats per datapoint (summed over data
 and latent dimensions, averaged over datapoints). A run directory belongs to one
 process at a time (RUN_DIR/.lock); a second one is refused.
 
@@ -173,7 +175,7 @@ def _add_train(sub) -> None:
                    "directory (default: the first of runs/run-1, runs/run-2, ... that does "
                    "not exist, claimed race-free)")
     g.add_argument("--no-pictures", action="store_true",
-                   help="do not write image grids and curves each epoch (default: write them)")
+                   help="do not draw pictures after the epochs (default: draw them)")
     g.add_argument("--train-eval-size", type=POSITIVE, default=None, metavar="N",
                    help=f"training datapoints on which the end-of-epoch train -ELBO is "
                    f"measured (default: {d.train_eval_size})")

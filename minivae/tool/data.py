@@ -21,6 +21,10 @@ name               what
 ``synthetic``      8x8 binary "bars" images (no files, no extras)
 ================== ====================================================================
 
+Labels (:attr:`Dataset.labels`, the class of each datapoint per split) come with
+``digits`` and with ``mnist`` when its label files are there; pictures use them. The
+binarized MNIST has none: its splits are not in the order of the official MNIST files.
+
 Grey-level data and the Bernoulli likelihood: :func:`check_likelihood_data`
 refuses them (a Bernoulli log-likelihood of grey levels is not a
 log-likelihood of anything); :func:`binarize` draws x_bin ~ Bernoulli(x), once
@@ -73,6 +77,17 @@ class Dataset:
     description: str
     #: exact per-datapoint log p(x) in nats, when the generating model is known
     exact_log_marginal: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
+    #: the class of each datapoint, split by split (``{"train": (N,) ints, ...}``, in the
+    #: order of the splits' rows), for datasets that have labels; only pictures use them
+    labels: dict[str, np.ndarray] | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.labels is not None:
+            for split in ("train", "valid", "test"):
+                n, got = len(getattr(self, split)), np.shape(self.labels.get(split))
+                if got != (n,):
+                    raise ValueError(f"labels[{split!r}] must have shape ({n},) like the "
+                                     f"{split} split of {self.name}, got {got}")
 
     @property
     def dim(self) -> int:
@@ -168,13 +183,16 @@ def load_digits(seed: int = 0, n_valid: int = 200, n_test: int = 300) -> Dataset
             "the digits dataset needs scikit-learn: pip install 'minivae[digits]' "
             "(or pip install scikit-learn), or choose another --dataset"
         ) from exc
-    x = np.asarray(sk_load_digits().data, dtype=np.float64) / 16.0
+    digits = sk_load_digits()
+    x = np.asarray(digits.data, dtype=np.float64) / 16.0
     order = np.random.default_rng(seed).permutation(len(x))
-    x = x[order]
+    x, y = x[order], digits.target[order].astype(np.uint8)  # labels in the images' order
     test, valid, train = x[:n_test], x[n_test:n_test + n_valid], x[n_test + n_valid:]
+    labels = {"test": y[:n_test], "valid": y[n_test:n_test + n_valid],
+              "train": y[n_test + n_valid:]}
     return Dataset("digits", train, valid, test, (8, 8), False,
                    f"scikit-learn 8x8 digits in [0, 1], split {len(train)}/{len(valid)}/"
-                   f"{len(test)} by seed {seed}")
+                   f"{len(test)} by seed {seed}", labels=labels)
 
 
 # ----------------------------------------------------------------------
@@ -324,8 +342,32 @@ def load_mnist(data_dir, n_valid: int | None = None) -> Dataset:
         n_valid = 10000 if len(tr) > 20000 else max(1, len(tr) // 6)
     if not 0 < n_valid < len(tr):
         raise ValueError(f"n_valid must be in (0, {len(tr)}), got {n_valid}")
+    labels = _mnist_labels(d, {"train": len(tr), "t10k": len(te)})
+    if labels is not None:
+        labels = {"train": labels["train"][:-n_valid], "valid": labels["train"][-n_valid:],
+                  "test": labels["t10k"]}
     return Dataset("mnist", tr[:-n_valid], tr[-n_valid:], te, (int(shape[0]), int(shape[1])),
-                   False, f"MNIST from IDX files in {d}, grey levels in [0, 1]")
+                   False, f"MNIST from IDX files in {d}, grey levels in [0, 1]"
+                   + ("" if labels else " (no label files: pictures are not coloured by digit)"),
+                   labels=labels)
+
+
+def _mnist_labels(d: Path, sizes: dict[str, int]) -> dict[str, np.ndarray] | None:
+    """The digit of each image, from ``train-labels-idx1-ubyte`` and ``t10k-labels-idx1-ubyte``
+    (each optionally ``.gz``) when both are in ``d``; None when either is missing. A
+    labels file that does not match its images is refused."""
+    found = {s: _find(d, f"{s}-labels-idx1-ubyte") for s in sizes}
+    if None in found.values():
+        return None
+    labels = {}
+    for split, path in found.items():
+        a = read_idx(path)
+        if a.shape != (sizes[split],) or a.dtype != np.uint8:
+            raise ValueError(f"{path}: expected {sizes[split]} uint8 labels, one per image of "
+                             f"the {split} images file, got {a.dtype} {a.shape}; replace the "
+                             f"file (or remove it: labels only colour pictures)")
+        labels[split] = a
+    return labels
 
 
 # ----------------------------------------------------------------------

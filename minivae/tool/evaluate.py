@@ -216,9 +216,10 @@ def sample_run(path, out, *, which: str | None = None, n: int = 64, seed: int = 
     """Write a PNG grid of ``n`` samples from the prior through a run's decoder.
 
     Shows the mean of p(x|z) (pixel probabilities for Bernoulli), or with
-    ``binary=True`` one draw x ~ p(x|z). Samples are drawn and decoded one row of the
-    grid at a time and streamed to the file (:func:`~minivae.tool.figures.save_sample_grid`),
-    so memory does not grow with ``n``.
+    ``binary=True`` one draw x ~ p(x|z), below a title saying so, with the checkpoint and
+    its epoch. Samples are drawn and decoded one row of the grid at a time and streamed
+    to the file (:func:`~minivae.tool.figures.save_sample_grid`), so memory does not grow
+    with ``n``.
     """
     n = _count(n, "--n")
     seed = _count(seed, "--seed", 0)
@@ -236,7 +237,10 @@ def sample_run(path, out, *, which: str | None = None, n: int = 64, seed: int = 
         raise FileNotFoundError(f"--out {out}: the directory {parent} does not exist")
     writable_directory(parent, "the directory of --out")
     rng = np.random.default_rng(seed)
+    what = "one draw x ~ p(x|z) each" if binary else "mean of p(x|z)"
+    title = (f"{config.dataset}, epoch {ckpt.meta['epoch']}: {n:,} samples from the prior "
+             f"({what}, z ~ N(0, I), seed {seed}) of {ckpt.path}")
     written = figures.save_sample_grid(out, n, lambda c: model.sample(rng, c, mean=not binary),
-                                       shape)
+                                       shape, title)
     print_fn(f"{n} samples from {ckpt.path} (epoch {ckpt.meta['epoch']}) written to {written}")
     return written

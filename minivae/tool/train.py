@@ -51,7 +51,6 @@ from ..objectives import (
 )
 from ..optim import OPTIMIZERS, Adam, make_optimizer
 from ..vae import KL_MODES, VAE
-from . import figures
 from .checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -66,6 +65,7 @@ from .checkpoint import (
 )
 from .data import BINARIZE_MODES, DATASETS, FILE_DATASETS, binarize, load_dataset, prepare_data
 from .diagnostics import active_units, evaluate_elbo, latent_means
+from .epoch_pictures import EpochPictures
 from .files import atomic_write, original_name
 from .memory import check_model_fits, fmt_bytes, param_count, require, step_bytes
 from .rundir import RunDir, RunDirError, existing_run, new_run
@@ -495,7 +495,6 @@ class _Session:
     def __init__(self, config: TrainConfig, run: RunDir, ckpt, out, err):
         self.config, self.run, self.out, self.err = config, run, out, err
         self.data = load_data(config, print_fn=self.say)
-        self.image_shape = self.data.dataset.image_shape
         self._check_resources()
         self.model = build_model(config, self.data.train.shape[1])
         self.optimizer = make_optimizer(config.optimizer, config.lr)
@@ -508,8 +507,8 @@ class _Session:
         if self.data.dynamic:  # evaluate the training subset at one fixed binarization
             self.train_eval_x = binarize(self.train_eval_x,
                                          np.random.default_rng([config.data_seed, 8]))
-        self.sample_z = np.random.default_rng([config.seed, 2]).standard_normal(
-            (64, config.latent_dim)).astype(self.model.dtype)
+        self.pictures = (EpochPictures(run.pictures, self.data, config.latent_dim, config.seed,
+                                       err) if config.pictures else None)
         self.exact_nll = None
         if self.data.dataset.exact_log_marginal is not None:
             self.exact_nll = -float(np.mean(self.data.dataset.exact_log_marginal(self.data.valid)))
@@ -529,7 +528,6 @@ class _Session:
         if ckpt is None:
             self.checkpoint(run.latest)  # epoch 0: a good checkpoint exists before the first step
         self.progress = Progress(err, self.n_batches)
-        self.curves_skipped, self.next_curves_t = False, 0.0
         self.t_start, self.epochs_timed = time.perf_counter(), 0
 
     def say(self, msg: str) -> None:
@@ -672,7 +670,8 @@ class _Session:
         eval_rng = np.random.default_rng([config.seed, 3, epoch])
         tr = evaluate_elbo(model, self.train_eval_x, eval_rng)
         va = evaluate_elbo(model, self.data.valid, eval_rng)
-        au = active_units(latent_means(model, self.data.valid))
+        mu_valid = latent_means(model, self.data.valid)  # for active units and the pictures
+        au = active_units(mu_valid)
         if not (math.isfinite(tr.loss) and math.isfinite(va.loss)):
             self.err.write(f"stopped: non-finite evaluation after epoch {epoch} (step "
                            f"{self.step}); the last good checkpoint is kept: {run.latest}\n")
@@ -695,8 +694,9 @@ class _Session:
                              show_beta=bool(self.warmup_steps) or config.beta != 1))
 
         stopping = config.patience is not None and self.bad_epochs >= config.patience
-        if config.pictures:
-            self._pictures(last=epoch == config.epochs or stopping or interrupt.set)
+        if self.pictures is not None:
+            self.pictures.draw(model, epoch, config.epochs, epoch == config.epochs or stopping
+                               or interrupt.set, self.history, mu_valid)
         # best before latest: if a write fails, latest stays at the previous epoch, and a
         # resume repeats this epoch and writes best again (the other order could leave a
         # best.npz older than the best epoch recorded in latest)
@@ -713,23 +713,6 @@ class _Session:
                      f"continue with: python -m minivae train --resume {run.path}")
             return "interrupted"
         return None
-
-    def _pictures(self, last: bool) -> None:
-        if self.image_shape is not None:
-            _pictures(self.run, self.model, self.data.valid[:32], self.sample_z,
-                      self.image_shape, self.epoch)
-        elif self.epoch == 1:
-            self.err.write(f"image grids skipped: the {self.config.dataset} data are not "
-                           f"images\n")
-        # curves cost a fraction of a second: draw them every 30 s and at the end
-        if (last or time.perf_counter() >= self.next_curves_t) and not self.curves_skipped:
-            self.next_curves_t = time.perf_counter() + 30.0
-            if not figures.save_learning_curves(self.run.pictures / "curves.png", self.history):
-                self.err.write("learning curves skipped: matplotlib is not installed (pip "
-                               "install 'minivae[plots]')"
-                               + ("; image grids are still written\n" if self.image_shape
-                                  else "\n"))
-                self.curves_skipped = True
 
     def result(self, status: str) -> TrainResult:
         code = {"non-finite": EXIT_NONFINITE, "interrupted": EXIT_INTERRUPTED,
@@ -767,14 +750,3 @@ def _nonfinite_message(exc: NonFiniteError, step, epoch, batch, n_batches, lr, l
     return (f"stopped: {exc} at step {step} (epoch {epoch}, batch {batch}/{n_batches})"
             + f". Try a smaller --lr (now {lr:g}). The last good checkpoint is kept: {latest} "
             f"(epoch {good_epoch})\n")
-
-
-def _pictures(run: RunDir, model: VAE, x: np.ndarray, z: np.ndarray, image_shape, epoch: int):
-    """Reconstructions beside their inputs, samples from the prior, the 2-D manifold."""
-    tag = f"epoch{epoch:03d}"
-    figures.save_reconstructions(run.pictures / f"reconstructions_{tag}.png", x,
-                                 model.reconstruct(x), image_shape)
-    figures.save_samples(run.pictures / f"samples_{tag}.png", model.decode_mean(z), image_shape)
-    if model.latent_dim == 2:
-        figures.save_manifold(run.pictures / f"manifold_{tag}.png", model.decode_mean,
-                              image_shape, model.dtype)
