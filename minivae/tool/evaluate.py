@@ -134,7 +134,8 @@ def _importance_sampled(model: VAE, x: np.ndarray, k: int, rng, batch_size: int)
     """Per-datapoint IS estimates and their standard errors, batch by batch."""
     values, stderrs = [], []
     for s in range(0, len(x), batch_size):
-        est = importance_sampled_log_marginal(model, x[s:s + batch_size], k=k, rng=rng)
+        xb = x[s:s + batch_size].astype(model.dtype, copy=False)  # uint8 0/1 data, say
+        est = importance_sampled_log_marginal(model, xb, k=k, rng=rng)
         values.append(est.values)
         stderrs.append(est.stderr)
     return np.concatenate(values).astype(np.float64), np.concatenate(stderrs).astype(np.float64)

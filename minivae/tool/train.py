@@ -488,7 +488,7 @@ class _Session:
         for i in range(first, self.n_batches):
             if interrupt.set:
                 return self._interrupted_mid_epoch(i, loss_sum, seen, this_epoch)
-            xb = x_epoch[order[i * bs:(i + 1) * bs]]
+            xb = x_epoch[order[i * bs:(i + 1) * bs]].astype(model.dtype, copy=False)
             if self.warmup_steps:
                 beta = config.beta * min(1.0, self.step / self.warmup_steps)
             eps = model.sample_eps(self.rng, len(xb), config.k)
@@ -630,6 +630,7 @@ def _nonfinite_message(exc: NonFiniteError, step, epoch, batch, n_batches, lr, l
 def _pictures(run: RunDir, model: VAE, x: np.ndarray, z: np.ndarray, image_shape, epoch: int):
     """Reconstructions beside their inputs, samples from the prior, the 2-D manifold."""
     tag = f"epoch{epoch:03d}"
+    x = x.astype(model.dtype, copy=False)  # binary data may be stored as uint8
     figures.save_reconstructions(run.pictures / f"reconstructions_{tag}.png", x,
                                  model.reconstruct(x), image_shape)
     figures.save_samples(run.pictures / f"samples_{tag}.png", model.decode_mean(z), image_shape)
