@@ -40,6 +40,20 @@ def sum_last_axis(a):
     return np.einsum("...i->...", a)
 
 
+def flush_subnormals(a: np.ndarray) -> np.ndarray:
+    """Set the entries of ``a`` smaller in magnitude than the smallest normal float to 0.
+
+    In place; returns ``a``. Subnormal numbers (below 1.2e-38 in float32, 2.2e-308 in
+    float64) are exact but slow: this CPU runs arithmetic on them through a microcode
+    path that makes an elementwise operation, or a matrix product, several times slower
+    when a few percent of its operands are subnormal. Every caller says why changing
+    values this small cannot matter where it flushes them. (Assignment through a boolean
+    index: 4x faster than ``np.putmask`` here, measured on 100k float32 numbers.)
+    """
+    a[np.abs(a) < np.finfo(a.dtype).tiny] = 0
+    return a
+
+
 def softplus(x: Array) -> Array:
     r"""Stable :math:`\log(1 + e^x)`, computed as ``log1p(exp(x))`` where that is finite.
 
@@ -55,28 +69,24 @@ def softplus(x: Array) -> Array:
     overflow) where :math:`\max(x, 0) + \log(1 + e^{-|x|})`, the other stable form,
     makes seven (abs, negate, exp, log1p, and three to add max(x, 0)); measured on the
     decoder output of an IWAE step, (50, 20, 784) float32: 2.9 -> 1.3 ms (one thread).
+
+    Fast path for very negative x (below -87.3 in float32: the logits a trained decoder
+    gives pixels that are always off): there :math:`e^x` is subnormal, and ``log1p`` of a
+    subnormal number takes this CPU's slow microcode path (7x slower with 1% of them).
+    When the smallest :math:`e^x` is below the smallest normal float (one ``min`` finds
+    out), those entries are set to 0 first, so their softplus is 0 instead of a number
+    below 1.2e-38, a change no sum of them can see.
     """
     x = np.asarray(x)
     out = np.empty(x.shape, dtype=np.result_type(x, 0.0))  # float32 stays float32
     with np.errstate(over="ignore"):  # overflow to inf is expected, and handled below
         np.exp(x, out=out)
+    if out.size and not np.min(out) >= np.finfo(out.dtype).tiny:  # (NaN: flush, harmlessly)
+        flush_subnormals(out)
     np.log1p(out, out=out)
     if out.size and not np.max(out) < np.inf:  # e^x overflowed somewhere (or x is inf, NaN)
         np.copyto(out, x, where=np.isinf(out), casting="unsafe")
     return out if out.ndim else out[()]
-
-
-def flush_subnormals(a: np.ndarray) -> np.ndarray:
-    """Set the entries of ``a`` smaller in magnitude than the smallest normal float to 0.
-
-    In place; returns ``a``. Subnormal numbers (below 1.2e-38 in float32, 2.2e-308 in
-    float64) are exact but slow: this CPU runs arithmetic on them through a microcode
-    path that makes an elementwise operation, or a matrix product, several times slower
-    when a few percent of its operands are subnormal. Every caller says why changing
-    values this small cannot matter where it flushes them.
-    """
-    np.putmask(a, np.abs(a) < np.finfo(a.dtype).tiny, 0)
-    return a
 
 
 def sigmoid(x: Array) -> Array:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from minivae import SGD, VAE, Adam, BurdaAdam, objectives, optim
+from minivae import vae as vae_module
 from minivae.distributions import (
     bernoulli_log_prob,
     bernoulli_log_prob_and_softplus,
@@ -122,19 +123,33 @@ def _stable_softplus(x):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_softplus_fast_form_matches_the_stable_form_everywhere(dtype):
-    """log1p(exp(x)) where e^x is finite, x where it overflows: the same numbers, to an ulp."""
+    """log1p(exp(x)) where e^x is finite, x where it overflows: the same numbers, to an ulp,
+    except that values below the smallest normal float may be flushed to 0."""
     big = 800.0 if dtype == np.float64 else 100.0  # past the overflow of e^x (709.8, 88.7)
     x = np.concatenate([np.linspace(-big, big, 4001), [-1e30, 1e30, 88.5, 88.8, 709.7, 709.9]])
     x = x.astype(dtype)
     got, want = softplus(x), _stable_softplus(x)
     assert got.dtype == dtype
-    tol = 4 * np.finfo(dtype).eps
-    np.testing.assert_allclose(got, want, rtol=tol, atol=0)
+    tiny = np.finfo(dtype).tiny
+    np.testing.assert_allclose(got, want, rtol=4 * np.finfo(dtype).eps, atol=tiny)
     assert np.array_equal(got[x > 50], x[x > 50])  # the linear tail is exactly x
     special = softplus(np.array([-np.inf, np.inf, np.nan, 1000.0], dtype))
     assert special[0] == 0 and special[1] == np.inf and np.isnan(special[2])
     assert special[3] == 1000.0  # an overflow in the same array as a NaN is still fixed
     assert softplus(dtype(1000.0)) == 1000.0 and softplus(np.zeros((0, 3), dtype)).shape == (0, 3)
+
+
+def test_softplus_flushes_exactly_the_subnormal_results_in_float32():
+    """Below x = log(1.2e-38) = -87.3, e^x is subnormal: those softplus values are 0, and
+    every value above the smallest normal float is the plain formula's (to an ulp)."""
+    x = np.linspace(-110, -80, 3001).astype(np.float32)
+    plain = np.log1p(np.exp(x.astype(np.float64)))  # float64: no subnormals here
+    got = softplus(x)
+    tiny = np.finfo(np.float32).tiny
+    assert np.all(got[plain < tiny] == 0) and np.any(plain < tiny)
+    normal = plain >= 1.001 * tiny
+    np.testing.assert_allclose(got[normal], plain[normal], rtol=1e-6)
+    assert not np.any((got > 0) & (got < tiny))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -189,6 +204,39 @@ def test_iwae_flush_leaves_float64_bit_for_bit(monkeypatch):
     monkeypatch.setattr(objectives, "flush_subnormals", lambda a: a)
     _, plain = objectives.iwae_loss_and_grad(model, x, eps)
     np.testing.assert_array_equal(fast.flat, plain.flat)
+
+
+def _decoder_with_saturated_pixels(dtype):
+    """A Bernoulli model whose decoder gives 30 always-off pixels logits near -90 to -100, as
+    a trained decoder does (784-400-20 after 93 epochs: down to -187): sigmoid(l) / B is
+    subnormal in float32 there."""
+    rng = np.random.default_rng(3)
+    model = VAE(40, 3, hidden=(8,), dtype=dtype, seed=2)
+    model.params["decoder.1.b"][:30] = np.linspace(-100, -88, 30)
+    x = (rng.random((16, 40)) < 0.5).astype(dtype)
+    x[:, :30] = 0
+    return model, x, model.sample_eps(rng, 16, 2)
+
+
+def test_decoder_backward_input_is_flushed_and_the_gradient_is_unchanged(monkeypatch):
+    """float32: the subnormal entries of dL/d(decoder output) become 0; the gradient equals the
+    unflushed one to float32 roundoff; and float64 (no subnormals there) is bit for bit."""
+    model, x, eps = _decoder_with_saturated_pixels(np.float32)
+    seen = []
+    real_flush = vae_module.flush_subnormals
+    monkeypatch.setattr(vae_module, "flush_subnormals", lambda a: seen.append(a.copy()) or a)
+    loss_plain, plain = model.loss_and_grad(x, eps)
+    tiny = np.finfo(np.float32).tiny
+    assert np.mean((seen[0] != 0) & (np.abs(seen[0]) < tiny)) > 0.1  # the case it is for
+    monkeypatch.setattr(vae_module, "flush_subnormals", real_flush)
+    loss, fast = model.loss_and_grad(x, eps)
+    assert loss == loss_plain
+    np.testing.assert_allclose(fast.flat, plain.flat, rtol=1e-6, atol=1e-30)
+    model64, x64, eps64 = _decoder_with_saturated_pixels(np.float64)
+    _, fast64 = model64.loss_and_grad(x64, eps64)
+    monkeypatch.setattr(vae_module, "flush_subnormals", lambda a: a)
+    _, plain64 = model64.loss_and_grad(x64, eps64)
+    np.testing.assert_array_equal(fast64.flat, plain64.flat)
 
 
 def test_adam_in_chunks_is_bit_identical_to_one_piece():
