@@ -18,6 +18,7 @@ from minivae.distributions import (
     bernoulli_log_prob_grad_from_softplus,
     sum_last_axis,
 )
+from minivae.layers import affine_backward, relu_forward
 from minivae.likelihoods import LIKELIHOODS, make_likelihood
 from minivae.numerics import flush_subnormals, sigmoid, softplus
 
@@ -298,3 +299,23 @@ def test_decayed_moments_are_flushed_and_the_trajectory_is_unchanged(make, monke
     assert not fast.m[:10].any() and not fast.v[:10].any()
     np.testing.assert_array_equal(t_fast, t_plain)
     np.testing.assert_array_equal(fast.m[10:], plain.m[10:])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_with_a_row_of_zeros_is_the_plain_maximum(dtype):
+    x = np.random.default_rng(5).standard_normal((7, 13)).astype(dtype)
+    x[0, :3] = [0.0, -0.0, np.nan]
+    out, cache = relu_forward(x)
+    np.testing.assert_array_equal(out, np.maximum(x, 0))
+    assert out.dtype == dtype and cache is out
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-6), (np.float64, 1e-14)])
+def test_bias_gradient_as_a_matrix_vector_product_is_the_column_sum(dtype, rtol):
+    rng = np.random.default_rng(6)
+    x, W = rng.standard_normal((50, 9)).astype(dtype), rng.standard_normal((9, 4)).astype(dtype)
+    dout = rng.standard_normal((50, 4)).astype(dtype)
+    db_out = np.full(4, np.nan, dtype)
+    _, _, db = affine_backward(dout, (x, W), db_out=db_out)
+    assert db is db_out and db.dtype == dtype
+    np.testing.assert_allclose(db, np.sum(dout.astype(np.float64), axis=0), rtol=rtol)
