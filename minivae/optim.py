@@ -60,9 +60,11 @@ def _flush_decayed_moments(step_count: int, *moments: np.ndarray) -> None:
     geometrically until they enter the subnormal range, and there they stay: ``m * 0.9``
     rounds back to ``m`` a few units above zero, ``v * 0.999`` at about 500 units. Every
     later step then does arithmetic on subnormal numbers, which this CPU runs through a
-    slow microcode path: a multiply of a float32 array with 5% subnormal entries took 12x
-    as long as with none, and Burda et al.'s optimizer on their model's real state after
-    81 epochs (4.6% of v subnormal, 7e-43) took 1.7x as long as on the flushed state.
+    slow microcode path. Measured on real training states (one thread): a 784-400-20 ReLU
+    model after 93 epochs of ``minivae train`` had 11% of m subnormal (its dead units), and
+    an Adam step took 7.0 ms instead of 3.0 ms on the flushed state; Burda et al.'s model
+    after 507 epochs of their optimizer has 4.6% of v at 7e-43 (always-off pixels): 2.05
+    instead of 1.75 ms.
 
     Why it is harmless: an Adam step is lr_t m / (sqrt(v) / sqrt(1 - beta2^t) + eps). A
     subnormal v (below 1.2e-38 in float32) makes the first term of the denominator at most
