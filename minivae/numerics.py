@@ -40,29 +40,53 @@ def sum_last_axis(a):
     return np.einsum("...i->...", a)
 
 
-def softplus(x: Array) -> Array:
-    r"""Stable :math:`\log(1 + e^x) = \max(x, 0) + \log(1 + e^{-|x|})`.
+def flush_subnormals(a: np.ndarray) -> np.ndarray:
+    """Set the entries of ``a`` smaller in magnitude than the smallest normal float to 0.
 
-    Never overflows (the exponent is always <= 0) and keeps full relative
-    precision for very negative ``x`` through ``log1p``.
-
-    For speed, :math:`\max(x, 0)` is computed as :math:`(x + |x|)/2`, which
-    is exact in floating point (2x and x/2 are exact; x + |x| is 0 for x <= 0)
-    and reuses :math:`|x|`: ``np.maximum`` costs as much as ``np.exp`` here
-    (measured, 784k float32). Two inputs no finite network produces are
-    off: x = -inf gives NaN, and x above half the largest float (1.7e38 in
-    float32) gives inf because x + |x| overflows. Intermediates are reused in
-    place (``out=``).
+    In place; returns ``a``. Subnormal numbers (below 1.2e-38 in float32, 2.2e-308 in
+    float64) are exact but slow: this CPU runs arithmetic on them through a microcode
+    path that makes an elementwise operation, or a matrix product, several times slower
+    when a few percent of its operands are subnormal. Every caller says why changing
+    values this small cannot matter where it flushes them. (Assignment through a boolean
+    index: 4x faster than ``np.putmask`` here, measured on 100k float32 numbers.)
     """
-    a = np.abs(x, dtype=np.result_type(x, 0.0))  # |x|, as floats even for integer x
-    t = np.exp(-a)  # e^{-|x|}, in (0, 1]
-    if isinstance(t, np.ndarray):
-        np.log1p(t, out=t)
-        a += x  # x + |x| = 2 max(x, 0)
-        a *= 0.5
-        t += a
-        return t
-    return 0.5 * (x + a) + np.log1p(t)  # a scalar: same formula, nothing to reuse
+    a[np.abs(a) < np.finfo(a.dtype).tiny] = 0
+    return a
+
+
+def softplus(x: Array) -> Array:
+    r"""Stable :math:`\log(1 + e^x)`, computed as ``log1p(exp(x))`` where that is finite.
+
+    The textbook formula is accurate wherever :math:`e^x` does not overflow: for very
+    negative x, :math:`e^x` is tiny and ``log1p`` keeps its full relative precision; for
+    large x, :math:`\log(e^x(1+\delta)) = x + \delta` carries only the rounding
+    :math:`\delta` of :math:`e^x`, below half an ulp of x once x > 1. Where :math:`e^x`
+    overflows (x above 88.7 in float32, 709.8 in float64), :math:`\log(1+e^x) = x` to
+    working precision, and those entries are set to x. x = -inf gives 0, +inf gives inf,
+    NaN stays NaN; float32 stays float32, integers become float64.
+
+    Speed: this makes three passes over the array (exp, log1p, and a max that finds any
+    overflow) where :math:`\max(x, 0) + \log(1 + e^{-|x|})`, the other stable form,
+    makes seven (abs, negate, exp, log1p, and three to add max(x, 0)); measured on the
+    decoder output of an IWAE step, (50, 20, 784) float32: 2.9 -> 1.3 ms (one thread).
+
+    Fast path for very negative x (below -87.3 in float32: the logits a trained decoder
+    gives pixels that are always off): there :math:`e^x` is subnormal, and ``log1p`` of a
+    subnormal number takes this CPU's slow microcode path (7x slower with 1% of them).
+    When the smallest :math:`e^x` is below the smallest normal float (one ``min`` finds
+    out), those entries are set to 0 first, so their softplus is 0 instead of a number
+    below 1.2e-38, a change no sum of them can see.
+    """
+    x = np.asarray(x)
+    out = np.empty(x.shape, dtype=np.result_type(x, 0.0))  # float32 stays float32
+    with np.errstate(over="ignore"):  # overflow to inf is expected, and handled below
+        np.exp(x, out=out)
+    if out.size and not np.min(out) >= np.finfo(out.dtype).tiny:  # (NaN: flush, harmlessly)
+        flush_subnormals(out)
+    np.log1p(out, out=out)
+    if out.size and not np.max(out) < np.inf:  # e^x overflowed somewhere (or x is inf, NaN)
+        np.copyto(out, x, where=np.isinf(out), casting="unsafe")
+    return out if out.ndim else out[()]
 
 
 def sigmoid(x: Array) -> Array:

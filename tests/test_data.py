@@ -274,6 +274,38 @@ def test_prepare_data_modes_and_dtype():
     assert not static.dynamic and data.is_binary(static.train)
 
 
+def test_binary_uint8_data_stay_uint8_and_train_exactly_as_a_float32_copy(tmp_path, monkeypatch,
+                                                                           capsys):
+    """Binarized MNIST is kept as uint8 (a quarter of float32's memory) and converted a batch
+    at a time: training, evaluation and pictures give the same numbers as on float32 data."""
+    from minivae.tool import evaluate, train
+
+    rng = np.random.default_rng(5)
+    splits = {"train": _binary(rng, 60), "valid": _binary(rng, 20), "test": _binary(rng, 20)}
+    np.savez(tmp_path / "binarized_mnist.npz", **splits)
+    ds = load_dataset("binarized-mnist", tmp_path)
+    kept = prepare_data(ds, "bernoulli", "auto", np.float32)
+    assert kept.train is ds.train and kept.valid.dtype == kept.test.dtype == np.uint8
+    assert not data.is_binary(np.array([[0, 2]], np.uint8))
+
+    cfg = dict(dataset="binarized-mnist", data_dir=str(tmp_path), hidden=[8], latent_dim=2,
+               batch_size=16, epochs=2, train_eval_size=30)
+    runs, evals = {}, {}
+    for name in ("uint8", "float32"):
+        if name == "float32":  # the old way: every split converted up front
+            monkeypatch.setattr(train, "prepare_data",
+                                lambda d, *a, **k: prepare_data(d.astype(np.float32), *a, **k))
+        runs[name] = train.train(train.TrainConfig(**cfg), tmp_path / name)
+        evals[name] = evaluate.evaluate_run(tmp_path / name, k=5, n=10, print_fn=lambda s: 0)
+    capsys.readouterr()
+    a, b = runs["uint8"], runs["float32"]
+    assert [h["valid_loss"] for h in a.history] == [h["valid_loss"] for h in b.history]
+    assert evals["uint8"].log_marginal == evals["float32"].log_marginal
+    assert np.isfinite(evals["uint8"].log_marginal)
+    for png in (tmp_path / "uint8" / "pictures").glob("*.png"):
+        assert png.read_bytes() == (tmp_path / "float32" / "pictures" / png.name).read_bytes()
+
+
 def test_binarize_is_a_bernoulli_draw():
     x = np.full((200, 50), 0.3, dtype=np.float32)
     a = binarize(x, np.random.default_rng(0))

@@ -4,10 +4,13 @@ Each fast path (issue 6) has a plain counterpart that the rest of the suite
 checks by finite differences; these tests pin the two together.
 """
 
+import math
+
 import numpy as np
 import pytest
 
-from minivae import VAE, Adam
+from minivae import SGD, VAE, Adam, BurdaAdam, objectives, optim
+from minivae import vae as vae_module
 from minivae.distributions import (
     bernoulli_log_prob,
     bernoulli_log_prob_and_softplus,
@@ -15,8 +18,9 @@ from minivae.distributions import (
     bernoulli_log_prob_grad_from_softplus,
     sum_last_axis,
 )
+from minivae.layers import affine_backward, relu_forward
 from minivae.likelihoods import LIKELIHOODS, make_likelihood
-from minivae.numerics import sigmoid, softplus
+from minivae.numerics import flush_subnormals, sigmoid, softplus
 
 
 def test_softplus_and_sigmoid_match_the_textbook_formulas():
@@ -111,3 +115,207 @@ def test_float32_adam_stays_float32_and_matches_float64_closely():
         o32.step(p32, g.astype(np.float32))
     assert p32.dtype == o32.m.dtype == o32.v.dtype == np.float32
     np.testing.assert_allclose(p32, p64, rtol=1e-5, atol=1e-5)
+
+
+def _stable_softplus(x):
+    """The other stable form, max(x, 0) + log1p(exp(-|x|)): never overflows."""
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softplus_fast_form_matches_the_stable_form_everywhere(dtype):
+    """log1p(exp(x)) where e^x is finite, x where it overflows: the same numbers, to an ulp,
+    except that values below the smallest normal float may be flushed to 0."""
+    big = 800.0 if dtype == np.float64 else 100.0  # past the overflow of e^x (709.8, 88.7)
+    x = np.concatenate([np.linspace(-big, big, 4001), [-1e30, 1e30, 88.5, 88.8, 709.7, 709.9]])
+    x = x.astype(dtype)
+    got, want = softplus(x), _stable_softplus(x)
+    assert got.dtype == dtype
+    tiny = np.finfo(dtype).tiny
+    np.testing.assert_allclose(got, want, rtol=4 * np.finfo(dtype).eps, atol=tiny)
+    assert np.array_equal(got[x > 50], x[x > 50])  # the linear tail is exactly x
+    special = softplus(np.array([-np.inf, np.inf, np.nan, 1000.0], dtype))
+    assert special[0] == 0 and special[1] == np.inf and np.isnan(special[2])
+    assert special[3] == 1000.0  # an overflow in the same array as a NaN is still fixed
+    assert softplus(dtype(1000.0)) == 1000.0 and softplus(np.zeros((0, 3), dtype)).shape == (0, 3)
+
+
+def test_softplus_flushes_exactly_the_subnormal_results_in_float32():
+    """Below x = log(1.2e-38) = -87.3, e^x is subnormal: those softplus values are 0, and
+    every value above the smallest normal float is the plain formula's (to an ulp)."""
+    x = np.linspace(-110, -80, 3001).astype(np.float32)
+    plain = np.log1p(np.exp(x.astype(np.float64)))  # float64: no subnormals here
+    got = softplus(x)
+    tiny = np.finfo(np.float32).tiny
+    assert np.all(got[plain < tiny] == 0) and np.any(plain < tiny)
+    normal = plain >= 1.001 * tiny
+    np.testing.assert_allclose(got[normal], plain[normal], rtol=1e-6)
+    assert not np.any((got > 0) & (got < tiny))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_flush_subnormals_zeroes_exactly_the_subnormals(dtype):
+    tiny = np.finfo(dtype).tiny
+    a = np.array([tiny, -tiny, tiny / 2, -tiny / 8, tiny * 0.999, 0.0, 1.0, -3.5], dtype)
+    out = flush_subnormals(a)
+    assert out is a
+    np.testing.assert_array_equal(a, np.array([tiny, -tiny, 0, 0, 0, 0, 1.0, -3.5], dtype))
+
+
+def _iwae_with_underflowing_weights(dtype):
+    """An IWAE batch in which one sample's normalized weight is subnormal in float32 for every
+    datapoint: that sample's eps is moved out along one axis until its log w falls 88-103
+    nats below the other samples' (found by a scan in float64, then used in either dtype)."""
+    rng = np.random.default_rng(7)
+    model = VAE(12, 3, hidden=(6,), activation="tanh", dtype=np.float64, seed=1)
+    model.params["encoder.1.b"][3:] = 4.0  # broad q (sigma ~ 7): far-out z cost log p(z)
+    x = (rng.random((4, 12)) < 0.4).astype(np.float64)
+    eps = rng.standard_normal((6, 4, 3))
+    for b in range(4):
+        for s in np.arange(0.0, 20.0, 0.01):
+            eps[0, b, 0] = s
+            w = objectives._softmax_over_k(objectives.log_importance_weights(model, x, eps))
+            if w[0, b] < 1e-40:
+                break
+    cast = VAE(12, 3, hidden=(6,), activation="tanh", dtype=dtype, seed=1)
+    cast.set_flat(model.flat.astype(dtype))
+    return cast, x.astype(dtype), eps.astype(dtype)
+
+
+def test_iwae_flushes_only_subnormal_weights_and_the_gradient_is_unchanged(monkeypatch):
+    """float32: some normalized weights are subnormal; flushing them to 0 changes no gradient
+    entry beyond float32 roundoff (compared with the same computation without the flush)."""
+    model, x, eps = _iwae_with_underflowing_weights(np.float32)
+    fwd = model.forward(x, eps)
+    w = objectives._softmax_over_k(objectives._log_weights(fwd))
+    tiny = np.finfo(np.float32).tiny
+    assert np.any((w > 0) & (w < tiny))  # the case the fast path is for
+    loss, fast = objectives.iwae_loss_and_grad(model, x, eps)
+    seen = []
+    monkeypatch.setattr(objectives, "flush_subnormals", lambda a: seen.append(a.copy()) or a)
+    loss_plain, plain = objectives.iwae_loss_and_grad(model, x, eps)
+    assert loss == loss_plain and np.any((seen[0] != 0) & (np.abs(seen[0]) < tiny))
+    np.testing.assert_allclose(fast.flat, plain.flat, rtol=1e-6, atol=1e-30)
+
+
+def test_iwae_flush_leaves_float64_bit_for_bit(monkeypatch):
+    """float64 weights of the same batch are far above 2.2e-308: nothing is flushed."""
+    model, x, eps = _iwae_with_underflowing_weights(np.float64)
+    _, fast = objectives.iwae_loss_and_grad(model, x, eps)
+    monkeypatch.setattr(objectives, "flush_subnormals", lambda a: a)
+    _, plain = objectives.iwae_loss_and_grad(model, x, eps)
+    np.testing.assert_array_equal(fast.flat, plain.flat)
+
+
+def _decoder_with_saturated_pixels(dtype):
+    """A Bernoulli model whose decoder gives 30 always-off pixels logits near -90 to -100, as
+    a trained decoder does (784-400-20 after 93 epochs: down to -187): sigmoid(l) / B is
+    subnormal in float32 there."""
+    rng = np.random.default_rng(3)
+    model = VAE(40, 3, hidden=(8,), dtype=dtype, seed=2)
+    model.params["decoder.1.b"][:30] = np.linspace(-100, -88, 30)
+    x = (rng.random((16, 40)) < 0.5).astype(dtype)
+    x[:, :30] = 0
+    return model, x, model.sample_eps(rng, 16, 2)
+
+
+def test_decoder_backward_input_is_flushed_and_the_gradient_is_unchanged(monkeypatch):
+    """float32: the subnormal entries of dL/d(decoder output) become 0; the gradient equals the
+    unflushed one to float32 roundoff; and float64 (no subnormals there) is bit for bit."""
+    model, x, eps = _decoder_with_saturated_pixels(np.float32)
+    seen = []
+    real_flush = vae_module.flush_subnormals
+    monkeypatch.setattr(vae_module, "flush_subnormals", lambda a: seen.append(a.copy()) or a)
+    loss_plain, plain = model.loss_and_grad(x, eps)
+    tiny = np.finfo(np.float32).tiny
+    assert np.mean((seen[0] != 0) & (np.abs(seen[0]) < tiny)) > 0.1  # the case it is for
+    monkeypatch.setattr(vae_module, "flush_subnormals", real_flush)
+    loss, fast = model.loss_and_grad(x, eps)
+    assert loss == loss_plain
+    np.testing.assert_allclose(fast.flat, plain.flat, rtol=1e-6, atol=1e-30)
+    model64, x64, eps64 = _decoder_with_saturated_pixels(np.float64)
+    _, fast64 = model64.loss_and_grad(x64, eps64)
+    monkeypatch.setattr(vae_module, "flush_subnormals", lambda a: a)
+    _, plain64 = model64.loss_and_grad(x64, eps64)
+    np.testing.assert_array_equal(fast64.flat, plain64.flat)
+
+
+def test_adam_in_chunks_is_bit_identical_to_one_piece():
+    """The chunked update gives exactly the numbers of the same update on the whole vector."""
+    rng = np.random.default_rng(0)
+    n = 2 * optim.CHUNK + 123  # three chunks, the last one partial
+    theta0 = rng.standard_normal(n).astype(np.float32)
+    grads = rng.standard_normal((5, n)).astype(np.float32)
+    chunked, whole = theta0.copy(), theta0.copy()
+    opt, ref = Adam(lr=1e-2), Adam(lr=1e-2)
+    ref.m, ref.v = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    for t, g in enumerate(grads, start=1):
+        opt.step(chunked, g)
+        ref._update(whole, g, ref.m, ref.v, np.empty(n, np.float32),
+                    1 / math.sqrt(1 - ref.beta2**t), ref.lr / (1 - ref.beta1**t))
+    np.testing.assert_array_equal(chunked, whole)
+    np.testing.assert_array_equal(opt.m, ref.m)
+
+
+def test_sgd_in_chunks_is_bit_identical_to_the_plain_formula():
+    rng = np.random.default_rng(1)
+    n = optim.CHUNK + 7
+    theta, vel = rng.standard_normal(n).astype(np.float32), np.zeros(n, np.float32)
+    ours, plain = theta.copy(), theta.copy()
+    opt, opt0 = SGD(lr=0.1, momentum=0.9), SGD(lr=0.1)
+    ours0 = theta.copy()
+    for _ in range(3):
+        g = rng.standard_normal(n).astype(np.float32)
+        opt.step(ours, g)
+        vel = np.float32(0.9) * vel + g
+        plain = plain - np.float32(0.1) * vel
+        opt0.step(ours0, g)
+    np.testing.assert_array_equal(ours, plain)
+    assert ours.dtype == np.float32 and opt.velocity.dtype == np.float32
+
+
+@pytest.mark.parametrize("make", [lambda: Adam(lr=1e-2, beta2=0.9),
+                                  lambda: BurdaAdam(lr=1e-2, beta1=0.9, beta2=0.9,
+                                                    grad_scale=3.0)])
+def test_decayed_moments_are_flushed_and_the_trajectory_is_unchanged(make, monkeypatch):
+    """Coordinates whose gradient becomes exactly 0 have moments that decay into the subnormal
+    range and stay there; every FLUSH_EVERY steps they become 0. The parameters are the same,
+    bit for bit, as without the flush (beta2 = 0.9 so that v gets there in ~900 steps)."""
+    rng = np.random.default_rng(2)
+    n, steps = 40, 1000
+    grads = rng.standard_normal((steps, n)).astype(np.float32)
+    grads[5:, :10] = 0  # ten coordinates stop getting a gradient after step 5
+    runs = {}
+    for name, every in (("flushed", optim.FLUSH_EVERY), ("plain", 10**9)):
+        monkeypatch.setattr(optim, "FLUSH_EVERY", every)
+        theta, opt = np.ones(n, np.float32), make()
+        for g in grads:
+            opt.step(theta, g)
+        runs[name] = theta, opt
+    (t_fast, fast), (t_plain, plain) = runs["flushed"], runs["plain"]
+    tiny = np.finfo(np.float32).tiny
+    subnormal = lambda a: (a != 0) & (np.abs(a) < tiny)  # noqa: E731
+    assert subnormal(plain.m[:10]).all() and subnormal(plain.v[:10]).all()
+    assert not fast.m[:10].any() and not fast.v[:10].any()
+    np.testing.assert_array_equal(t_fast, t_plain)
+    np.testing.assert_array_equal(fast.m[10:], plain.m[10:])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_with_a_row_of_zeros_is_the_plain_maximum(dtype):
+    x = np.random.default_rng(5).standard_normal((7, 13)).astype(dtype)
+    x[0, :3] = [0.0, -0.0, np.nan]
+    out, cache = relu_forward(x)
+    np.testing.assert_array_equal(out, np.maximum(x, 0))
+    assert out.dtype == dtype and cache is out
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-6), (np.float64, 1e-14)])
+def test_bias_gradient_as_a_matrix_vector_product_is_the_column_sum(dtype, rtol):
+    rng = np.random.default_rng(6)
+    x, W = rng.standard_normal((50, 9)).astype(dtype), rng.standard_normal((9, 4)).astype(dtype)
+    dout = rng.standard_normal((50, 4)).astype(dtype)
+    db_out = np.full(4, np.nan, dtype)
+    _, _, db = affine_backward(dout, (x, W), db_out=db_out)
+    assert db is db_out and db.dtype == dtype
+    np.testing.assert_allclose(db, np.sum(dout.astype(np.float64), axis=0), rtol=rtol)

@@ -102,6 +102,8 @@ class Dataset:
 
 def is_binary(x: np.ndarray) -> bool:
     """True when every entry of ``x`` is 0 or 1."""
+    if x.dtype.kind == "u":  # unsigned integers: no full-size temporaries (39 MB each on MNIST)
+        return x.size == 0 or int(x.max()) <= 1
     return bool(np.all((x == 0) | (x == 1)))
 
 
@@ -414,7 +416,7 @@ def _check_split(a: np.ndarray, split: str, source: str, verify: bool) -> np.nda
         raise ValueError(f"{source}: split {split!r} is not 0/1 data")
     a = np.ascontiguousarray(a, dtype=np.uint8)
     if verify and a.shape[0] == BINARIZED_MNIST_SPLITS[split]:
-        digest = hashlib.sha256(a.tobytes()).hexdigest()
+        digest = hashlib.sha256(memoryview(a)).hexdigest()  # the bytes, without a copy
         if digest != BINARIZED_MNIST_SHA256[split]:
             raise ValueError(
                 f"{source}: split {split!r} has SHA-256 {digest}, expected "
@@ -570,7 +572,12 @@ BINARIZE_MODES = ("auto", "none", "static", "dynamic")
 
 @dataclass
 class PreparedData:
-    """The splits in the model's dtype, binarized as requested.
+    """The splits, binarized as requested, in the model's dtype or as uint8 0/1.
+
+    Binary data stored as uint8 (binarized MNIST) stay uint8: a quarter of the memory
+    of float32 (binarized MNIST: 55 MB instead of 220 MB). Whoever feeds a model
+    converts one batch at a time, ``x[rows].astype(model.dtype, copy=False)``, which is
+    exact for 0/1.
 
     With ``binarize == "dynamic"``, ``train`` holds grey levels and the
     training loop draws a fresh binarization each epoch
@@ -605,9 +612,12 @@ def prepare_data(dataset: Dataset, likelihood: str, binarize_mode: str = "auto",
     """Convert to ``dtype`` explicitly, binarize, and refuse Bernoulli on non-0/1 data.
 
     ``binarize_mode`` is one of :data:`BINARIZE_MODES` (see :func:`resolve_binarize`).
+    Binary uint8 splits are kept as they are (see :class:`PreparedData`).
     """
     mode = resolve_binarize(binarize_mode, dataset, likelihood)
-    d = dataset.astype(dtype)
+    compact = dataset.binary and all(a.dtype == np.uint8
+                                     for a in (dataset.train, dataset.valid, dataset.test))
+    d = dataset if compact else dataset.astype(dtype)
     train, valid, test = d.train, d.valid, d.test
     if mode != "none":
         lo, hi = min(float(a.min()) for a in (train, valid, test)), \

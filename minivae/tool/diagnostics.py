@@ -35,12 +35,13 @@ def evaluate_elbo(model: VAE, x: np.ndarray, rng: np.random.Generator,
 
     ``stderr`` is the standard error of the mean over datapoints,
     :math:`\mathrm{sd}(\ell_b)/\sqrt{N}` of the per-datapoint estimates
-    :math:`\ell_b = \mathrm{recon}_b + \mathrm{KL}_b`.
+    :math:`\ell_b = \mathrm{recon}_b + \mathrm{KL}_b`. ``x`` may be stored in another
+    dtype than the model's (binary data as uint8): each batch is converted.
     """
     recon = np.empty(len(x))
     kl = np.empty(len(x))
     for start in range(0, len(x), batch_size):
-        xb = x[start:start + batch_size]
+        xb = x[start:start + batch_size].astype(model.dtype, copy=False)
         terms = model.elbo_terms(xb, model.sample_eps(rng, len(xb), k))
         recon[start:start + len(xb)] = terms.recon
         kl[start:start + len(xb)] = terms.kl
@@ -50,8 +51,8 @@ def evaluate_elbo(model: VAE, x: np.ndarray, rng: np.random.Generator,
 
 
 def latent_means(model: VAE, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-    """E_q[z|x] = mu(x) for every row of ``x``: shape (N, Z)."""
-    return np.concatenate([model.encode(x[s:s + batch_size])[0]
+    """E_q[z|x] = mu(x) for every row of ``x``: shape (N, Z) (batches in the model's dtype)."""
+    return np.concatenate([model.encode(x[s:s + batch_size].astype(model.dtype, copy=False))[0]
                            for s in range(0, len(x), batch_size)])
 
 

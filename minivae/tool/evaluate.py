@@ -197,7 +197,7 @@ def _importance_sampled(model: VAE, x: np.ndarray, k: int, rng, batch_size: int,
     progress = Progress(err, n_batches, interval)
     t0 = time.perf_counter()
     for i, s in enumerate(range(0, len(x), batch_size)):
-        xb = x[s:s + batch_size]
+        xb = x[s:s + batch_size].astype(model.dtype, copy=False)  # uint8 0/1 data, say
         try:
             est = importance_sampled_log_marginal(model, xb, k=k, rng=rng)
         except FloatingPointError as exc:

@@ -625,7 +625,7 @@ class _Session:
         for i in range(first, self.n_batches):
             if interrupt.set:
                 return self._interrupted_mid_epoch(i, loss_sum, seen, this_epoch)
-            xb = x_epoch[order[i * bs:(i + 1) * bs]]
+            xb = x_epoch[order[i * bs:(i + 1) * bs]].astype(model.dtype, copy=False)
             if self.warmup_steps:
                 beta = config.beta * min(1.0, self.step / self.warmup_steps)
             eps = model.sample_eps(self.rng, len(xb), config.k)
