@@ -125,15 +125,23 @@ class Contender:
     n: int = 1  # units per timed block, set by calibrate()
 
 
-def calibrate(c: Contender, block_seconds: float, warm: int = 2) -> None:
-    """Warm up, then set ``c.n`` so that one timed block lasts about ``block_seconds``."""
+def calibrate(c: Contender, block_seconds: float, warm: int = 2, tries: int = 3) -> None:
+    """Warm up, then set ``c.n`` so that one timed block lasts about ``block_seconds``.
+
+    The time of one unit is the fastest of ``tries`` short runs (at least 50 ms each), so
+    that a calibration caught by a busy moment does not make every block too short.
+    """
     c.reset()
     c.block(warm)
-    c.reset()
-    t = time.perf_counter()
-    c.block(1)
-    one = max(time.perf_counter() - t, 1e-6)
-    c.n = max(1, round(block_seconds / one))
+    best = math.inf
+    for _ in range(tries):
+        c.reset()
+        n, t0 = 0, time.perf_counter()
+        while n == 0 or time.perf_counter() - t0 < 0.05:
+            c.block(1)
+            n += 1
+        best = min(best, (time.perf_counter() - t0) / n)
+    c.n = max(1, round(block_seconds / best))
 
 
 @dataclass
