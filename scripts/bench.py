@@ -772,7 +772,8 @@ def run_case(case, libs, train, test, args, gap, cores):
     print(f"{case.name}: {case.describe()}", flush=True)
     model = new_model(case)
     warm_up(case, model, train, args.warm_steps)
-    snapshot = model.flat.copy()
+    snapshot = model.flat.copy()  # every block starts from these parameters
+    named = {n: a.copy() for n, a in model.params.items()}  # the same, by name
     xs = batches(case, train, test)
     ok, report, subnormal, grad = check_case(libs, case, model, xs[0])
     print_check(case, report, subnormal)
@@ -785,10 +786,10 @@ def run_case(case, libs, train, test, args, gap, cores):
     contenders = [minivae_contender(case, model, snapshot, xs)]
     if "torch" in libs:
         contenders.append(TorchVAE(libs["torch"], case, model.params, case.np_dtype)
-                          .contender(snapshot_params(model, snapshot), xs))
+                          .contender(named, xs))
     if "jax" in libs:
         contenders.append(JaxVAE(libs["jax"], case, model.params, case.np_dtype)
-                          .contender(snapshot_params(model, snapshot), xs))
+                          .contender(named, xs))
     contenders.append(gemm_contender(case))
     if case.kind != "is":
         contenders.append(adam_contender(snapshot, grad))
@@ -804,15 +805,6 @@ def run_case(case, libs, train, test, args, gap, cores):
     model.flat[...] = snapshot
     print_case_summary(row)
     return row
-
-
-def snapshot_params(model, snapshot):
-    """The snapshot as a dict of minivae-named arrays (copies of the views)."""
-    saved = model.flat.copy()
-    model.flat[...] = snapshot
-    out = {n: a.copy() for n, a in model.params.items()}
-    model.flat[...] = saved
-    return out
 
 
 def print_case_summary(row):
@@ -841,12 +833,9 @@ def memory_child(args):
     xs, snapshot = batches(case, train, test), model.flat.copy()
     if impl == "minivae":
         c = minivae_contender(case, model, snapshot, xs)
-    elif impl == "torch":
-        c = TorchVAE(libs["torch"], case, model.params, case.np_dtype).contender(
-            snapshot_params(model, snapshot), xs)
     else:
-        c = JaxVAE(libs["jax"], case, model.params, case.np_dtype).contender(
-            snapshot_params(model, snapshot), xs)
+        cls = TorchVAE if impl == "torch" else JaxVAE
+        c = cls(libs[impl], case, model.params, case.np_dtype).contender(model.params, xs)
     setup = peak_rss_mb()
     c.reset()
     c.block(3)
