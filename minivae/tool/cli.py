@@ -234,12 +234,38 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--data-dir", default=None, metavar="DIR", type=_path,
                    help="read the data from DIR instead of the run's saved --data-dir "
                    "(default: the run's)")
+    g = p.add_argument_group(
+        "where the gap goes",
+        "log p(x) - ELBO split two ways (minivae.gaps), each number with its standard "
+        "errors over datapoints and from the Monte Carlo noise")
+    g.add_argument("--gaps", action="store_true",
+                   help="inference gaps (Cremer et al. 2018) on the first --gaps-n datapoints: "
+                   "log p(x) - L[q*] (approximation: the Gaussian family) and L[q*] - L[q] "
+                   "(amortization: one encoder for all x), q* the best Gaussian for each "
+                   "datapoint, found by Adam on its own mean and log-variance")
+    g.add_argument("--gaps-n", type=POSITIVE, default=300, metavar="N",
+                   help="datapoints for --gaps (default: 300)")
+    g.add_argument("--gaps-k", type=POSITIVE, default=5000, metavar="K",
+                   help="importance samples per datapoint for log p(x) in --gaps "
+                   "(default: 5000)")
+    g.add_argument("--gaps-k-elbo", type=POSITIVE, default=1000, metavar="K",
+                   help="samples per datapoint for L[q] and L[q*] in --gaps (default: 1000)")
+    g.add_argument("--surgery", action="store_true",
+                   help="ELBO surgery (Hoffman & Johnson 2016): the average KL(q(z|x) || p(z)) "
+                   "over the training split = I(n; z) + KL(q(z) || p(z)), q(z) the average of "
+                   "the encoder's Gaussians over all training points")
+    g.add_argument("--surgery-samples", type=POSITIVE, default=10000, metavar="M",
+                   help="draws of z for --surgery, one from each of M training points; each "
+                   "costs a pass over all N Gaussians (default: 10000)")
     p.set_defaults(run=_run_evaluate)
 
 
 def _run_evaluate(args) -> int:
     evaluate_run(args.run_dir, which=args.checkpoint, split=args.split, k=args.k, n=args.n,
-                 batch_size=args.batch_size, seed=args.seed, data_dir=args.data_dir)
+                 batch_size=args.batch_size, seed=args.seed, data_dir=args.data_dir,
+                 gaps=args.gaps, gaps_n=args.gaps_n, gaps_k=args.gaps_k,
+                 gaps_k_elbo=args.gaps_k_elbo, surgery=args.surgery,
+                 surgery_samples=args.surgery_samples)
     return 0
 
 
