@@ -351,7 +351,7 @@ class InferenceGaps:
     :math:`\log p(x) - \mathcal L[q^*]` (independent estimates, so its Monte Carlo variance
     is the sum of theirs); ``amortization``: :math:`\mathcal L[q^*] - \mathcal L[q]` (from
     the per-sample differences at common eps). ``steps`` and ``converged`` come from
-    :func:`optimize_q`.
+    :func:`optimize_q`, as does ``q_star``, the ``(mu, log_var)`` of q*, each (n, Z).
     """
 
     log_marginal: PerPoint
@@ -361,6 +361,7 @@ class InferenceGaps:
     amortization: PerPoint
     steps: np.ndarray
     converged: np.ndarray
+    q_star: tuple[np.ndarray, np.ndarray]
     k: int
     k_elbo: int
     optimizer: QOptimizer = field(default_factory=QOptimizer)
@@ -436,7 +437,7 @@ def inference_gaps(model: VAE, x: np.ndarray, rng: np.random.Generator, *, k: in
     batch_size = positive_int(batch_size, "batch_size")
     settings = (optimizer or QOptimizer()).validate()
     parts = {name: [] for name in ("log_px", "q", "q_star", "approx", "amort")}
-    steps, converged = [], []
+    steps, converged, q_mu, q_log_var = [], [], [], []
     for start in range(0, len(x), batch_size):
         xb = x[start:start + batch_size]
         est = importance_sampled_log_marginal(model, xb, k=k, rng=rng)
@@ -451,11 +452,14 @@ def inference_gaps(model: VAE, x: np.ndarray, rng: np.random.Generator, *, k: in
             parts[name].append(p)
         steps.append(local.steps)
         converged.append(local.converged)
+        q_mu.append(local.mu)
+        q_log_var.append(local.log_var)
         if progress is not None:
             progress(start + len(xb), len(x))
     cat = {name: PerPoint.concatenate(p) for name, p in parts.items()}
     return InferenceGaps(cat["log_px"], cat["q"], cat["q_star"], cat["approx"], cat["amort"],
-                         np.concatenate(steps), np.concatenate(converged), k, k_elbo, settings)
+                         np.concatenate(steps), np.concatenate(converged),
+                         (np.concatenate(q_mu), np.concatenate(q_log_var)), k, k_elbo, settings)
 
 
 # ----------------------------------------------------------------------------------------
