@@ -275,3 +275,36 @@ def test_surgery_information_is_at_most_log_n_and_a_broken_q_z_is_caught(monkeyp
     monkeypatch.setattr(gaps, "log_aggregate_posterior", missing_own)
     with pytest.raises(ArithmeticError, match="exceeds log N"):
         elbo_surgery(vae, x, np.random.default_rng(11), samples=None)
+
+
+# ----------------------------------------------------------------------------------------
+# from the command line
+# ----------------------------------------------------------------------------------------
+
+
+def test_evaluate_gaps_and_surgery_from_the_command_line(tmp_path, capsys):
+    import json
+
+    from minivae.tool import cli
+
+    run = tmp_path / "run"
+    assert cli.main(["train", "--dataset", "synthetic", "--hidden", "12", "--latent-dim", "2",
+                     "--batch-size", "200", "--train-eval-size", "200", "--epochs", "2",
+                     "--no-pictures", "--run-dir", str(run)]) == 0
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(run), "--k", "0", "--n", "100", "--gaps", "--gaps-n", "30",
+                     "--gaps-k", "300", "--gaps-k-elbo", "200", "--batch-size", "16",
+                     "--surgery", "--surgery-samples", "500"]) == 0
+    out = capsys.readouterr().out
+    for text in ("approximation gap log p(x) - L[q*]", "amortization gap L[q*] - L[q]",
+                 "Monte Carlo", "I(n; z)", "KL(q(z) || p(z))"):
+        assert text in out
+    record = json.loads((run / "evaluation_test.json").read_text())
+    g, s = record["gaps"], record["surgery"]
+    assert g["n"] == 30 and g["k"] == 300 and g["k_elbo"] == 200 and g["converged"] == 30
+    assert g["inference_gap"]["mean"] == pytest.approx(
+        g["approximation_gap"]["mean"] + g["amortization_gap"]["mean"], rel=1e-9)
+    for gap in ("approximation_gap", "amortization_gap"):  # >= 0 up to the noise
+        assert g[gap]["mean"] > -4 * g[gap]["mc_stderr"]
+    assert s["n_train"] == 2000 and s["samples"] == 500 and s["max_term"] <= s["log_n"] + 1e-9
+    assert s["mutual_information"] + s["marginal_kl"] == pytest.approx(s["average_kl"])

@@ -153,7 +153,10 @@ def _add_train(sub) -> None:
                    f"(default: {d.warmup_epochs:g} = no warm-up)")
     g = p.add_argument_group("optimization")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
-                   help=f"optimizer (default: {d.optimizer})")
+                   help="adam, sgd, or burda-adam: the Adam of Burda et al.'s released IWAE "
+                   "code (beta1 0.99, second moment started at ones, epsilon 1e-4 on "
+                   "sqrt(v), simultaneous updates), on the gradient of the minibatch sum "
+                   f"(grad_scale = --batch-size) (default: {d.optimizer})")
     g.add_argument("--lr", type=_number(0, strict=True), default=None,
                    help=f"learning rate (default: {d.lr:g})")
     g.add_argument("--batch-size", type=POSITIVE, default=None, metavar="B",
@@ -242,7 +245,7 @@ def _add_evaluate(sub) -> None:
                    help="inference gaps (Cremer et al. 2018) on the first --gaps-n datapoints: "
                    "log p(x) - L[q*] (approximation: the Gaussian family) and L[q*] - L[q] "
                    "(amortization: one encoder for all x), q* the best Gaussian for each "
-                   "datapoint, found by Adam on its own mean and log-variance")
+                   "datapoint, found by Adam on its own mean and log-variance (default: off)")
     g.add_argument("--gaps-n", type=POSITIVE, default=300, metavar="N",
                    help="datapoints for --gaps (default: 300)")
     g.add_argument("--gaps-k", type=POSITIVE, default=5000, metavar="K",
@@ -253,7 +256,7 @@ def _add_evaluate(sub) -> None:
     g.add_argument("--surgery", action="store_true",
                    help="ELBO surgery (Hoffman & Johnson 2016): the average KL(q(z|x) || p(z)) "
                    "over the training split = I(n; z) + KL(q(z) || p(z)), q(z) the average of "
-                   "the encoder's Gaussians over all training points")
+                   "the encoder's Gaussians over all training points (default: off)")
     g.add_argument("--surgery-samples", type=POSITIVE, default=10000, metavar="M",
                    help="draws of z for --surgery, one from each of M training points; each "
                    "costs a pass over all N Gaussians (default: 10000)")
