@@ -242,12 +242,13 @@ def _add_evaluate(sub) -> None:
         "log p(x) - ELBO split two ways (minivae.gaps), each number with its standard "
         "errors over datapoints and from the Monte Carlo noise")
     g.add_argument("--gaps", action="store_true",
-                   help="inference gaps (Cremer et al. 2018) on the first --gaps-n datapoints: "
-                   "log p(x) - L[q*] (approximation: the Gaussian family) and L[q*] - L[q] "
-                   "(amortization: one encoder for all x), q* the best Gaussian for each "
+                   help="inference gaps (Cremer et al. 2018) on --gaps-n datapoints drawn at "
+                   "random (fixed by --seed): log p(x) - L[q*] (approximation: the Gaussian "
+                   "family) and L[q*] - L[q] (amortization: one encoder for all x), q* the "
+                   "best Gaussian for each "
                    "datapoint, found by Adam on its own mean and log-variance (default: off)")
     g.add_argument("--gaps-n", type=POSITIVE, default=300, metavar="N",
-                   help="datapoints for --gaps (default: 300)")
+                   help="datapoints for --gaps, or all of the split if fewer (default: 300)")
     g.add_argument("--gaps-k", type=POSITIVE, default=5000, metavar="K",
                    help="importance samples per datapoint for log p(x) in --gaps "
                    "(default: 5000)")
