@@ -294,7 +294,7 @@ def optimize_q(model: VAE, x: np.ndarray, rng: np.random.Generator, mu: np.ndarr
     model.check_q(mu, log_var, B)
 
     theta = np.concatenate([mu, log_var], axis=1)  # row b: (mu_b, log_var_b), model dtype
-    best = theta.copy()  # q* so far: each datapoint's last window average
+    q_star = theta.copy()  # each datapoint's latest window average
     eps_check = model.sample_eps(rng, B, s.check_samples)
     best_loss = _neg_elbo_at(model, x, mu, log_var, eps_check).astype(np.float64)
     initial, final_loss = best_loss.copy(), best_loss.copy()
@@ -319,7 +319,7 @@ def optimize_q(model: VAE, x: np.ndarray, rng: np.random.Generator, mu: np.ndarr
         loss = _neg_elbo_at(model, xa, mean_theta[:, :Z], mean_theta[:, Z:],
                             eps_check[:, active])
         improved = best_loss[active] - loss > s.tol
-        best[active] = mean_theta
+        q_star[active] = mean_theta
         final_loss[active] = loss
         best_loss[active] = np.minimum(best_loss[active], loss)
         stalls[active] = np.where(improved, 0, stalls[active] + 1)
@@ -332,7 +332,7 @@ def optimize_q(model: VAE, x: np.ndarray, rng: np.random.Generator, mu: np.ndarr
             converged[active[done]] = True
             active, theta = active[~done], theta[~done]
             opt.keep(~done)
-    return LocalOptimum(best[:, :Z].copy(), best[:, Z:].copy(), steps, converged, final_loss,
+    return LocalOptimum(q_star[:, :Z].copy(), q_star[:, Z:].copy(), steps, converged, final_loss,
                         initial)
 
 
