@@ -231,7 +231,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--n", type=POSITIVE, default=None,
                    help="evaluate only the first N datapoints of the split (default: all)")
     p.add_argument("--batch-size", type=POSITIVE, default=100, metavar="B",
-                   help="datapoints per importance-sampling batch (default: 100)")
+                   help="datapoints per importance-sampling batch, and per batch whose q* "
+                   "are optimized together for --gaps (default: 100)")
     p.add_argument("--seed", type=NON_NEGATIVE, default=0,
                    help="seed of the noise (default: 0)")
     p.add_argument("--data-dir", default=None, metavar="DIR", type=_path,
