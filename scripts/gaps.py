@@ -62,6 +62,9 @@ def parse_args(argv=None):
                    help="images optimized together (default 100)")
     p.add_argument("--surgery-samples", type=int, default=10000,
                    help="draws of z for ELBO surgery, one per training image (default 10000)")
+    p.add_argument("--split", choices=("test", "train"), default="test",
+                   help="the images of the gaps: test (default) or train, to compare the "
+                   "encoder on the images it was trained on")
     p.add_argument("--is-repeats", type=int, default=0, metavar="R",
                    help="also check the importance-sampling standard error: R independent "
                    "estimates of log p(x) on the first 100 images of the subset, their spread "
@@ -165,8 +168,8 @@ def main(argv=None) -> int:
     say(f"command: {shlex.join([sys.executable, *sys.argv])}")
     say(f"minivae commit: {git_commit()}")
     q = QOptimizer()
-    say(f"settings: gaps on {args.n} test images drawn at random (seed "
-        f"[{args.seed}, 14]) from the 10,000, log p(x) with k={args.k} "
+    say(f"settings: gaps on {args.n} {args.split} images drawn at random (seed "
+        f"[{args.seed}, 14]) from the split, log p(x) with k={args.k} "
         f"importance samples, L[q] and L[q*] with {args.k_elbo} common samples each; q* by "
         f"Adam ({q.samples} samples/step, lr {q.lr:g} falling to {q.lr_min:g} per image on "
         f"its own plateaus, stop when no gain > {q.tol:g} nats in {q.patience} checks at the "
@@ -179,9 +182,10 @@ def main(argv=None) -> int:
     data = load_binarized_mnist(args.data_dir, download=False)
     # a random subset: the test split's order is not random (its first 300 images have 16%
     # more ink than the rest, and a -ELBO 11 nats higher)
+    images = getattr(data, args.split)
     subset = np.sort(np.random.default_rng([args.seed, 14]).choice(
-        len(data.test), size=min(args.n, len(data.test)), replace=False))
-    x_test = data.test[subset]
+        len(images), size=min(args.n, len(images)), replace=False))
+    x_test = images[subset]
     results = []
     for spec in args.checkpoint:
         label, _, path = spec.rpartition("=")
