@@ -81,7 +81,11 @@ that proves it. Everything is in nats; shapes are x (B, D), eps and z (K, B, Z).
     ``torch.optim.Adam``).
 
 The same stages give the importance-weighted bound, the score-function gradient and the
-importance-sampled :math:`\log p(x)` (:mod:`minivae.objectives`); the exact models and
+importance-sampled :math:`\log p(x)` (:mod:`minivae.objectives`), and, with the gradient
+stopped at q's own parameters (:meth:`VAE.loss_and_q_grad
+<minivae.vae.VAE.loss_and_q_grad>`), where the gap between the ELBO and
+:math:`\log p(x)` goes: the approximation and amortization gaps and ELBO surgery
+(:mod:`minivae.gaps`, proved on exact models by ``tests/test_gaps.py``); the exact models and
 the identities that check all of this with numbers are in :mod:`minivae.theory`; the
 program around it (data, training runs, checkpoints, evaluation, pictures, the command
 line) is :mod:`minivae.tool`.

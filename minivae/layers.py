@@ -42,9 +42,10 @@ def affine_backward(
     cache: tuple[Array, Array],
     *,
     need_dx: bool = True,
+    need_params: bool = True,
     dW_out: Array | None = None,
     db_out: Array | None = None,
-) -> tuple[Array | None, Array, Array]:
+) -> tuple[Array | None, Array | None, Array | None]:
     r"""Gradients of the affine map.
 
     .. math::  \partial L/\partial x = \delta W^\top,\quad
@@ -53,10 +54,15 @@ def affine_backward(
 
     with :math:`\delta = \partial L/\partial y` of shape (N, out).
     ``need_dx=False`` skips the input gradient (the first layer of a network
-    has no use for it). ``dW_out``/``db_out`` are overwritten if given.
+    has no use for it); ``need_params=False`` skips dW and db (returned as None:
+    a backward pass that only wants dL/dx, such as the decoder's when q's own
+    parameters are optimized with the network held fixed, saves half its products).
+    ``dW_out``/``db_out`` are overwritten if given.
     """
     x, W = cache
     dx = dout @ W.T if need_dx else None
+    if not need_params:
+        return dx, None, None
     dW = np.matmul(x.T, dout, out=dW_out)
     # the column sums of dout, as the product 1^T dout: BLAS's matrix-vector product is
     # 1.5-2.5x faster than np.sum(dout, axis=0) for these shapes (measured, float32)

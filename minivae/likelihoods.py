@@ -10,7 +10,8 @@ Each likelihood knows
 * ``log_lik_grad(x, out, params, weight, grads)``: the backward of
   :math:`\sum_{kb} w_{kb}\log p(x_b|z_{kb})` for ``weight`` w of shape (K, B):
   returns its gradient with respect to ``out`` and *writes* (overwrites) the
-  gradients of the likelihood's own parameters into ``grads``;
+  gradients of the likelihood's own parameters into ``grads`` (unless ``grads`` is
+  None: then only the gradient with respect to ``out`` is computed);
 * ``mean(out, params)``: the mean of p(x|z) (for pictures and samples);
 * ``sample(out, params, rng)``: a draw from p(x|z).
 
@@ -198,8 +199,11 @@ class GaussianSharedVariance(Likelihood):
         d_mean, d_log_var, _ = gaussian_log_prob_grad(x, out, log_var)
         w = weight[..., None]
         # v is shared by every sample and datapoint (and, when it has one entry, by every
-        # dimension): its gradient sums over everything that shares it.
-        np.sum((d_log_var * w).reshape(-1, log_var.size), axis=0, out=grads["decoder.log_var"])
+        # dimension): its gradient sums over everything that shares it. (grads=None: only
+        # dL/d out is wanted, see VAE.log_lik_backward.)
+        if grads is not None:
+            np.sum((d_log_var * w).reshape(-1, log_var.size), axis=0,
+                   out=grads["decoder.log_var"])
         return d_mean * w
 
     def sample(self, out, params, rng):

@@ -79,7 +79,7 @@ class MLP:
         params: Mapping[str, np.ndarray],
         dout: np.ndarray,
         caches,
-        grads: Mapping[str, np.ndarray],
+        grads: Mapping[str, np.ndarray] | None,
         *,
         need_dx: bool = True,
     ) -> np.ndarray | None:
@@ -87,7 +87,9 @@ class MLP:
 
         Writes (overwrites, never adds to) ``grads[name]`` for every parameter
         of this MLP and returns ``dL/dx`` (or ``None`` when ``need_dx`` is
-        False, which saves the first layer's input-gradient product).
+        False, which saves the first layer's input-gradient product). With
+        ``grads=None`` no parameter gradient is computed, only ``dL/dx``: what
+        optimizing the network's *input* with its weights held fixed needs.
         """
         del params  # the caches hold the weights the backward pass needs
         dh = dout
@@ -96,6 +98,7 @@ class MLP:
             da = dh if act_cache is None else self._act_backward(dh, act_cache)
             w, b = self.names[i]
             dh, _, _ = affine_backward(
-                da, affine_cache, need_dx=(i > 0 or need_dx), dW_out=grads[w], db_out=grads[b]
-            )
+                da, affine_cache, need_dx=(i > 0 or need_dx), need_params=grads is not None,
+                dW_out=None if grads is None else grads[w],
+                db_out=None if grads is None else grads[b])
         return dh

@@ -294,10 +294,14 @@ class BurdaAdam:
 
 
 #: the optimizers :func:`make_optimizer` builds by name
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "sgd", "burda-adam")
 
 
 def make_optimizer(name: str, lr: float, **kwargs):
-    """Build ``"adam"`` or ``"sgd"`` by name."""
+    """Build ``"adam"``, ``"sgd"`` or ``"burda-adam"`` (:class:`BurdaAdam`) by name.
+
+    For ``"burda-adam"`` pass ``grad_scale``, the batch size, to act on the gradient of
+    the minibatch *sum* as their code does (see :class:`BurdaAdam`).
+    """
     choice(name, OPTIMIZERS, "optimizer")
-    return Adam(lr=lr, **kwargs) if name == "adam" else SGD(lr=lr, **kwargs)
+    return {"adam": Adam, "sgd": SGD, "burda-adam": BurdaAdam}[name](lr=lr, **kwargs)

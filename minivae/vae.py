@@ -24,6 +24,11 @@ returns every intermediate as a :class:`Forward`, which every objective shares):
       -> reparameterize_backward -> (dmu, dlog_var) (+ the KL's own gradient)
       -> encode_backward
 
+Everything in the backward line but its last arrow is one method, ``_backward_to_q``:
+:meth:`VAE.loss_and_grad` continues into the encoder from it, and
+:meth:`VAE.loss_and_q_grad` stops there, returning the gradient with respect to q's own
+parameters (mu, log_var), for optimizing q directly with the network held fixed.
+
 Given ``eps`` the loss is a deterministic function of the parameters, which is
 what lets :mod:`minivae.gradcheck` verify the whole gradient by finite
 differences.
@@ -307,6 +312,20 @@ class VAE:
             raise ValueError("eps contains NaN or inf")
         return eps
 
+    def check_q(self, mu, log_var, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Validate q's parameters: two finite arrays of shape (batch, Z), the model's dtype."""
+        for name, a in (("mu", mu), ("log_var", log_var)):
+            if not isinstance(a, np.ndarray):
+                raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
+            if a.shape != (batch, self.latent_dim):
+                raise ValueError(f"{name} must have shape ({batch}, {self.latent_dim}), "
+                                 f"got {a.shape}")
+            if a.dtype != self.dtype:
+                raise TypeError(f"{name} has dtype {a.dtype} but the model is {self.dtype}")
+            if not np.isfinite(a).all():
+                raise ValueError(f"{name} contains NaN or inf")
+        return mu, log_var
+
     @staticmethod
     def _check_kl(kl: str, beta: float) -> float:
         choice(kl, KL_MODES, "kl")
@@ -354,8 +373,10 @@ class VAE:
         out, cache = self.decoder.forward(self.params, z.reshape(-1, self.latent_dim))
         return out.reshape(*lead, out.shape[-1]), (cache, lead)
 
-    def decode_backward(self, d_out, cache, grads: ParamDict) -> np.ndarray:
-        """Write the decoder's parameter gradients; return dL/dz with z's shape."""
+    def decode_backward(self, d_out, cache, grads: ParamDict | None) -> np.ndarray:
+        """Write the decoder's parameter gradients; return dL/dz with z's shape.
+
+        ``grads=None`` computes dL/dz only (see :meth:`loss_and_q_grad`)."""
         mlp_cache, lead = cache
         dz = self.decoder.backward(
             self.params, d_out.reshape(-1, d_out.shape[-1]), mlp_cache, grads
@@ -385,12 +406,15 @@ class VAE:
         return Forward(x, eps, mu, log_var, sigma, z, dec_out, log_lik, enc_cache, dec_cache,
                        lik_cache)
 
-    def log_lik_backward(self, fwd: Forward, weight: np.ndarray, grads: ParamDict) -> np.ndarray:
+    def log_lik_backward(self, fwd: Forward, weight: np.ndarray,
+                         grads: ParamDict | None) -> np.ndarray:
         r"""Backward of :math:`\sum_{k,b} w_{kb}\log p(x_b|z_{kb})` through likelihood and decoder.
 
         ``weight`` (K, B) is :math:`\partial L/\partial\log p(x_b|z_{kb})`. Writes the
         decoder's (and the likelihood's own) parameter gradients into ``grads`` and
-        returns :math:`\partial L/\partial z` of shape (K, B, Z).
+        returns :math:`\partial L/\partial z` of shape (K, B, Z). With ``grads=None``
+        the parameter gradients are skipped and only :math:`\partial L/\partial z` is
+        computed (half the decoder's products).
         """
         d_out = self.likelihood.log_lik_grad_from_cache(
             fwd.x, fwd.dec_out, self.params, weight, grads, fwd.lik_cache)
@@ -461,11 +485,24 @@ class VAE:
         """
         beta = self._check_kl(kl, beta)
         fwd = self.forward(x, eps)
-        _, kl_term = self._kl_terms(fwd, kl)
-        recon = -np.mean(fwd.log_lik, axis=0)
-        loss = float(np.mean(recon + beta * kl_term))
-        K, B = fwd.K, fwd.B
         grads = self.grad_out(out)
+        # everything up to q's parameters (decoder and likelihood gradients on the way) ...
+        losses, d_mu, d_log_var = self._backward_to_q(fwd, kl, beta, grads)
+        # ... and the last arrow, into the encoder
+        self.encode_backward(d_mu, d_log_var, fwd.enc_cache, grads)
+        return float(np.mean(losses)), grads
+
+    def _backward_to_q(self, fwd: Forward, kl: str, beta: float, grads: ParamDict | None):
+        """Per-datapoint negative ELBO ``recon + beta * KL`` (B,), and the gradient of their
+        mean with respect to q's parameters, (dL/dmu, dL/dlog_var), each (B, Z).
+
+        Writes the decoder's and the likelihood's parameter gradients into ``grads`` on the
+        way (skipped when ``grads`` is None). :meth:`loss_and_grad` pushes the result into
+        the encoder; :meth:`loss_and_q_grad` returns it.
+        """
+        _, kl_term = self._kl_terms(fwd, kl)
+        losses = -np.mean(fwd.log_lik, axis=0) + beta * kl_term
+        K, B = fwd.K, fwd.B
 
         # reconstruction: the loss contains -(1/(K B)) sum_{k,b} log p(x_b | z_kb)
         dz = self.log_lik_backward(fwd, np.full((K, B), -1.0 / (K * B), dtype=self.dtype), grads)
@@ -482,8 +519,40 @@ class VAE:
             # ... and +log q(z|x) at its own sample, whose total derivative is -1/2 per log_var
             d_log_var += reparameterized_log_q_backward(
                 np.full((K, B), beta / (K * B), dtype=self.dtype), fwd.log_var)
-        self.encode_backward(d_mu, d_log_var, fwd.enc_cache, grads)
-        return loss, grads
+        return losses, d_mu, d_log_var
+
+    def loss_and_q_grad(self, x, mu, log_var, eps, *, kl: str = "analytic",
+                        beta: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        r"""The negative ELBO of a given q, as a function of q's own parameters.
+
+        The same loss as :meth:`loss_and_grad`, but for
+        :math:`q_b = N(\mu_b, \mathrm{diag}(e^{v_b}))` given directly instead of computed
+        by the encoder, and with the gradient taken with respect to ``mu`` and
+        ``log_var`` (the decoder held fixed). It is exactly what :meth:`loss_and_grad`
+        hands to :meth:`encode_backward` (both run :meth:`_backward_to_q`); here the
+        decoder's parameter gradients are not computed at all. Optimizing q for each
+        datapoint separately (the best Gaussian q*, :mod:`minivae.gaps`) needs this.
+
+        Parameters
+        ----------
+        x : array (B, D); mu, log_var : arrays (B, Z); eps : array (K, B, Z)
+            All of the model's dtype.
+        kl, beta : as in :meth:`loss_and_grad`.
+
+        Returns
+        -------
+        losses : array (B,)
+            Each datapoint's negative ELBO estimate at these samples (nats); their mean
+            is the number :meth:`loss_and_grad` returns.
+        d_mu, d_log_var : arrays (B, Z)
+            The gradient of ``losses.mean()``. Datapoint b's own negative ELBO depends
+            only on row b, so ``B * d_mu[b]`` is the gradient of ``losses[b]``.
+        """
+        beta = self._check_kl(kl, beta)
+        x = self.check_x(x)
+        mu, log_var = self.check_q(mu, log_var, x.shape[0])
+        fwd = self.forward(x, eps, encoded=(mu, log_var, None))
+        return self._backward_to_q(fwd, kl, beta, None)
 
     def loss_and_grad_sampled(
         self,

@@ -59,7 +59,7 @@ README_LINKS = {
 API_MODULES = [
     "minivae.numerics", "minivae.layers", "minivae.params", "minivae.mlp",
     "minivae.distributions", "minivae.likelihoods", "minivae.vae", "minivae.objectives",
-    "minivae.optim", "minivae.gradcheck", "minivae.checks",
+    "minivae.gaps", "minivae.optim", "minivae.gradcheck", "minivae.checks",
     "minivae.theory.exact", "minivae.theory.identities", "minivae.theory.questions",
     "minivae.theory.network", "minivae.theory.plots", "minivae.theory.verify",
     "minivae.tool.data", "minivae.tool.train", "minivae.tool.rundir", "minivae.tool.files",

@@ -195,3 +195,44 @@ def test_log_std_head_is_the_same_model_as_log_var():
     assert VAE.from_config(a.config()).encoder_scale == "log_std"
     with pytest.raises(ValueError, match="encoder_scale"):
         VAE(6, 2, encoder_scale="std")
+
+
+def test_train_optimizer_burda_adam_follows_their_update(tmp_path, capsys):
+    """``minivae train --optimizer burda-adam``: two epochs (20 steps, the second after a
+    resume) replayed by hand with the Theano-style reference update, on the gradient of
+    the minibatch sum (grad_scale = --batch-size)."""
+    from minivae.tool import cli
+    from minivae.tool.checkpoint import load_checkpoint
+    from minivae.tool.train import TrainConfig, build_model, load_data
+
+    run = tmp_path / "run"
+    args = ["--dataset", "synthetic", "--hidden", "6", "--latent-dim", "2", "--batch-size",
+            "200", "--train-eval-size", "200", "--seed", "3", "--dtype", "float64",
+            "--optimizer", "burda-adam", "--lr", "0.01", "--no-pictures"]
+    assert cli.main(["train", *args, "--epochs", "1", "--run-dir", str(run)]) == 0
+    assert cli.main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    capsys.readouterr()
+    ckpt = load_checkpoint(run / "checkpoints" / "latest.npz")
+
+    config = TrainConfig(dataset="synthetic", hidden=[6], latent_dim=2, batch_size=200,
+                         seed=3, dtype="float64", optimizer="burda-adam", lr=0.01)
+    x_train = load_data(config).train
+    model = build_model(config, x_train.shape[1])
+    rng = np.random.default_rng([config.seed, 1])  # the run's stream: order, then eps
+    theta = model.get_flat()
+    m, v, timestep = np.zeros_like(theta), np.ones_like(theta), 1
+    for _ in range(2):
+        order = rng.permutation(len(x_train))
+        for i in range(len(x_train) // 200):
+            xb = x_train[order[200 * i:200 * (i + 1)]]
+            model.set_flat(theta)
+            _, grads = model.loss_and_grad(xb, model.sample_eps(rng, 200, 1))
+            g = -200 * grads.flat  # their objective: the batch sum, ascended
+            alpha = 0.01 * np.sqrt(1 - 0.999**timestep) / (1 - 0.99**timestep)
+            theta, m, v = (theta + alpha * m / (np.sqrt(v) + 1e-4),
+                           0.99 * m + 0.01 * g, 0.999 * v + 0.001 * g * g)
+            timestep += 1
+    assert timestep == 21
+    np.testing.assert_allclose(ckpt.params, theta, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(ckpt.optimizer_state["v"], v, rtol=1e-10)
+    assert np.abs(ckpt.params - model.get_flat()).max() > 1e-4  # the last step moved

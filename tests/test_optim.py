@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from minivae.optim import SGD, Adam, make_optimizer
+from minivae.optim import SGD, Adam, BurdaAdam, make_optimizer
 
 A = np.array([[3.0, 0.5, 0.0], [0.5, 1.0, 0.2], [0.0, 0.2, 0.5]])
 B = np.array([1.0, -2.0, 0.5])
@@ -116,8 +116,10 @@ def test_optimizer_errors():
         Adam(beta2=1.0)
     with pytest.raises(ValueError, match="momentum must be in"):
         SGD(momentum=-0.1)
-    with pytest.raises(ValueError, match=r"optimizer must be one of \('adam', 'sgd'\)"):
+    with pytest.raises(ValueError, match=r"must be one of \('adam', 'sgd', 'burda-adam'\)"):
         make_optimizer("rmsprop", 1e-3)
+    burda = make_optimizer("burda-adam", 1e-3, grad_scale=20)
+    assert isinstance(burda, BurdaAdam) and burda.grad_scale == 20 and burda.beta1 == 0.99
     theta = np.zeros(3)
     with pytest.raises(ValueError, match="does not match parameters"):
         Adam().step(theta, np.zeros(4))

@@ -312,7 +312,8 @@ def _without_pickle_advice(exc: Exception) -> str:
 def check_optimizer_state(ckpt: Checkpoint, optimizer_name: str) -> None:
     """Raise :class:`CheckpointError` unless the optimizer arrays fit the parameters."""
     state, params, path = ckpt.optimizer_state, ckpt.params, ckpt.path
-    expected = {"adam": ("m", "v"), "sgd": ("velocity",)}.get(optimizer_name, ())
+    expected = {"adam": ("m", "v"), "burda-adam": ("m", "v"),
+                "sgd": ("velocity",)}.get(optimizer_name, ())
     step = state.get("step_count")
     if step is None or step.shape != () or step.dtype.kind not in "iu" or int(step) < 0:
         raise CheckpointError(f"{path}: optimizer array 'step_count' must be one integer >= 0, "

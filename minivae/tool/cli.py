@@ -155,7 +155,10 @@ def _add_train(sub) -> None:
                    f"(default: {d.warmup_epochs:g} = no warm-up)")
     g = p.add_argument_group("optimization")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
-                   help=f"optimizer (default: {d.optimizer})")
+                   help="adam, sgd, or burda-adam: the Adam of Burda et al.'s released IWAE "
+                   "code (beta1 0.99, second moment started at ones, epsilon 1e-4 on "
+                   "sqrt(v), simultaneous updates), on the gradient of the minibatch sum "
+                   f"(grad_scale = --batch-size) (default: {d.optimizer})")
     g.add_argument("--lr", type=_number(0, strict=True), default=None,
                    help=f"learning rate (default: {d.lr:g})")
     g.add_argument("--batch-size", type=POSITIVE, default=None, metavar="B",
@@ -230,18 +233,46 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--n", type=POSITIVE, default=None,
                    help="evaluate only the first N datapoints of the split (default: all)")
     p.add_argument("--batch-size", type=POSITIVE, default=100, metavar="B",
-                   help="datapoints per importance-sampling batch (default: 100)")
+                   help="datapoints per importance-sampling batch, and per batch whose q* "
+                   "are optimized together for --gaps (default: 100)")
     p.add_argument("--seed", type=NON_NEGATIVE, default=0,
                    help="seed of the noise (default: 0)")
     p.add_argument("--data-dir", default=None, metavar="DIR", type=_path,
                    help="read the data from DIR instead of the run's saved --data-dir "
                    "(default: the run's)")
+    g = p.add_argument_group(
+        "where the gap goes",
+        "log p(x) - ELBO split two ways (minivae.gaps), each number with its standard "
+        "errors over datapoints and from the Monte Carlo noise")
+    g.add_argument("--gaps", action="store_true",
+                   help="inference gaps (Cremer et al. 2018) on --gaps-n datapoints drawn at "
+                   "random (fixed by --seed): log p(x) - L[q*] (approximation: the Gaussian "
+                   "family) and L[q*] - L[q] (amortization: one encoder for all x), q* the "
+                   "best Gaussian for each "
+                   "datapoint, found by Adam on its own mean and log-variance (default: off)")
+    g.add_argument("--gaps-n", type=POSITIVE, default=300, metavar="N",
+                   help="datapoints for --gaps, or all of the split if fewer (default: 300)")
+    g.add_argument("--gaps-k", type=POSITIVE, default=5000, metavar="K",
+                   help="importance samples per datapoint for log p(x) in --gaps "
+                   "(default: 5000)")
+    g.add_argument("--gaps-k-elbo", type=POSITIVE, default=1000, metavar="K",
+                   help="samples per datapoint for L[q] and L[q*] in --gaps (default: 1000)")
+    g.add_argument("--surgery", action="store_true",
+                   help="ELBO surgery (Hoffman & Johnson 2016): the average KL(q(z|x) || p(z)) "
+                   "over the training split = I(n; z) + KL(q(z) || p(z)), q(z) the average of "
+                   "the encoder's Gaussians over all training points (default: off)")
+    g.add_argument("--surgery-samples", type=POSITIVE, default=10000, metavar="M",
+                   help="draws of z for --surgery, one from each of M training points; each "
+                   "costs a pass over all N Gaussians (default: 10000)")
     p.set_defaults(run=_run_evaluate)
 
 
 def _run_evaluate(args) -> int:
     evaluate_run(args.run_dir, which=args.checkpoint, split=args.split, k=args.k, n=args.n,
-                 batch_size=args.batch_size, seed=args.seed, data_dir=args.data_dir)
+                 batch_size=args.batch_size, seed=args.seed, data_dir=args.data_dir,
+                 gaps=args.gaps, gaps_n=args.gaps_n, gaps_k=args.gaps_k,
+                 gaps_k_elbo=args.gaps_k_elbo, surgery=args.surgery,
+                 surgery_samples=args.surgery_samples)
     return 0
 
 

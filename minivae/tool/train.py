@@ -353,6 +353,15 @@ class _InterruptFlag:
             signal.signal(signal.SIGINT, self.previous)
 
 
+def optimizer_options(config: TrainConfig) -> dict:
+    """Options of the optimizer beyond its learning rate: for ``burda-adam``,
+    ``grad_scale`` = the batch size. Their code takes the gradient of the minibatch *sum*,
+    ours of the mean (nats per datapoint), and their Adam is not scale-free (v starts at
+    ones, epsilon 1e-4 sits outside the bias correction): the batch size turns ours into
+    theirs. (A last, partial batch is scaled the same; their code drops it.)"""
+    return {"grad_scale": config.batch_size} if config.optimizer == "burda-adam" else {}
+
+
 def build_model(config: TrainConfig, input_dim: int) -> VAE:
     """The VAE a configuration describes."""
     return VAE(input_dim, config.latent_dim, hidden=tuple(config.hidden),
@@ -497,7 +506,8 @@ class _Session:
         self.data = load_data(config, print_fn=self.say)
         self._check_resources()
         self.model = build_model(config, self.data.train.shape[1])
-        self.optimizer = make_optimizer(config.optimizer, config.lr)
+        self.optimizer = make_optimizer(config.optimizer, config.lr,
+                                        **optimizer_options(config))
         self.loss_and_grad = make_objective(self.model, config.objective, kl=config.kl,
                                             estimator=config.estimator)
         self.rng = np.random.default_rng([config.seed, 1])  # minibatches, binarization, eps
@@ -544,7 +554,7 @@ class _Session:
                 f"one training step (--k {c.k} samples x --batch-size {batch} datapoints "
                 f"through the decoder, {c.dtype})", "use a smaller --k or --batch-size")
         # latest and best, and one of them being rewritten: parameters and optimizer state
-        checkpoint = n * np.dtype(c.dtype).itemsize * (3 if c.optimizer == "adam" else 2)
+        checkpoint = n * np.dtype(c.dtype).itemsize * (2 if c.optimizer == "sgd" else 3)
         free = shutil.disk_usage(self.run.path).free
         if 3 * checkpoint > free:
             raise RunDirError(f"the disk holding {self.run.path} has {fmt_bytes(free)} free; "
