@@ -66,7 +66,7 @@ def softplus(x: Array) -> Array:
     NaN stays NaN; float32 stays float32, integers become float64.
 
     Speed: this makes three passes over the array (exp, log1p, and a max that finds any
-    overflow) where :math:`\max(x, 0) + \log(1 + e^{-|x|})`, the other stable form,
+    overflow) where :math:`\max(x, 0) + \log(1 + e^{-\lvert x\rvert})`, the other stable form,
     makes seven (abs, negate, exp, log1p, and three to add max(x, 0)); measured on the
     decoder output of an IWAE step, (50, 20, 784) float32: 2.9 -> 1.3 ms (one thread).
 
@@ -97,8 +97,8 @@ def sigmoid(x: Array) -> Array:
     float64), :math:`e^{-x}` overflows to inf and :math:`1/(1+\infty) = 0`,
     which is the correctly rounded value up to the subnormal range, so the
     overflow warning is silenced rather than avoided. (This is also about ten
-    times faster than selecting between :math:`1/(1+e^{-|x|})` and
-    :math:`e^{-|x|}/(1+e^{-|x|})` with ``np.where``.)
+    times faster than selecting between :math:`1/(1+e^{-\lvert x\rvert})` and
+    :math:`e^{-\lvert x\rvert}/(1+e^{-\lvert x\rvert})` with ``np.where``.)
     """
     with np.errstate(over="ignore"):
         e = np.exp(-x)

@@ -149,8 +149,9 @@ class VAE:
         et al.'s parameterization, :math:`\sigma = e^{s}`). The model is the same; the
         parameterization, and hence an optimizer's trajectory, differs.
 
-    Parameter order
-    ---------------
+    Notes
+    -----
+    The order of the parameters in the flat vector:
     ``encoder.0.W, encoder.0.b, ..., encoder.L.W, encoder.L.b, decoder.0.W,
     decoder.0.b, ..., decoder.M.b`` and, for ``"gaussian-shared"`` and
     ``"gaussian-isotropic"``, finally ``decoder.log_var``. The encoder's last

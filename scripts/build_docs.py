@@ -131,6 +131,9 @@ def index_page() -> str:
     text = (ROOT / "README.md").read_text()
     for target, page in README_LINKS.items():
         text = text.replace(f"]({target})", f"]({page})")
+    # a link to one report opens its section of the results page
+    text = re.sub(r"\]\(scripts/results/([\w-]+)\.txt\)",
+                  lambda m: f"](results.html#{m[1].lower().replace('_', '-')})", text)
     toc = "\n".join(["", "```{toctree}", ":hidden:", ":maxdepth: 2", "",
                      *DOCSTRING_PAGES, "theory", "results", "api", "```", ""])
     return text + toc

@@ -165,7 +165,7 @@ def main(argv=None) -> int:
     say("Where the gap between the ELBO and log p(x) goes (minivae.gaps), binarized MNIST")
     say(f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}")
     say(f"machine: {machine()}")
-    say(f"command: {shlex.join([sys.executable, *sys.argv])}")
+    say(f"command: {shlex.join(['python', *sys.argv])}")
     say(f"minivae commit: {git_commit()}")
     q = QOptimizer()
     say(f"settings: gaps on {args.n} {args.split} images drawn at random (seed "

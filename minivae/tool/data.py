@@ -6,20 +6,20 @@ MNIST files, to save memory), plus what is known about them (image shape, are
 they binary, an exact log-likelihood when there is one). Training code turns
 them into the model's dtype explicitly with :meth:`Dataset.astype`.
 
-================== ====================================================================
-name               what
-================== ====================================================================
-``digits``         scikit-learn's 8x8 handwritten digits, grey levels scaled to [0, 1];
-                   1797 images split 1297 / 200 / 300 by a fixed seed (extra ``digits``)
+=================== ====================================================================
+name                what
+=================== ====================================================================
+``digits``          scikit-learn's 8x8 handwritten digits, grey levels scaled to [0, 1];
+                    1797 images split 1297 / 200 / 300 by a fixed seed (extra ``digits``)
 ``binarized-mnist`` the static binarization of Larochelle & Murray (2011), 50,000 /
-                   10,000 / 10,000; ``.npz`` or ``.amat`` from ``data_dir`` or the cache,
-                   downloaded (and SHA-256 checked) when absent and online
-``mnist``          the official IDX files (gzip or not), grey levels scaled to [0, 1];
-                   the 60,000 training images split 50,000 / 10,000, test = t10k
+                    10,000 / 10,000; ``.npz`` or ``.amat`` from ``data_dir`` or the cache,
+                    downloaded (and SHA-256 checked) when absent and online
+``mnist``           the official IDX files (gzip or not), grey levels scaled to [0, 1];
+                    the 60,000 training images split 50,000 / 10,000, test = t10k
 ``linear-gaussian`` samples of a random linear-Gaussian model x = Az + b + noise, whose
-                   exact marginal N(b, AA^T + Sigma) gives the true log p(x)
-``synthetic``      8x8 binary "bars" images (no files, no extras)
-================== ====================================================================
+                    exact marginal N(b, AA^T + Sigma) gives the true log p(x)
+``synthetic``       8x8 binary "bars" images (no files, no extras)
+=================== ====================================================================
 
 Labels (:attr:`Dataset.labels`, the class of each datapoint per split) come with
 ``digits`` and with ``mnist`` when its label files are there; pictures use them. The
