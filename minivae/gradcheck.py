@@ -4,20 +4,18 @@ minivae's own gradients are checked this way (``tests/test_vae_gradients.py``,
 ``tests/test_estimators.py``), and so can yours: give :func:`check_grads` a function and
 the gradient you wrote for it.
 
-.. code-block:: python
+>>> import numpy as np
+>>> from minivae.gradcheck import check_grads
+>>> def f(w):            # any scalar function of a float64 array
+...     return float(np.sum(np.log1p(np.exp(w)) * np.arange(1, 4)))
+>>> def grad_f(w):       # its gradient, written by hand
+...     return np.arange(1, 4) / (1 + np.exp(-w))
+>>> result = check_grads(f, grad_f, np.array([0.5, -1.0, 2.0]))
+>>> print(result)
+gradient check passed: worst relative error 8.2e-12 along 10 random directions (tolerance 1e-06)
+>>> assert result        # truthy when it passed: the same line works inside pytest
 
-    import numpy as np
-    from minivae.gradcheck import check_grads
-
-    def f(w):            # any scalar function of a float64 array
-        return float(np.sum(np.log1p(np.exp(w)) * np.arange(1, 4)))
-
-    def grad_f(w):       # its gradient, written by hand
-        return np.arange(1, 4) / (1 + np.exp(-w))
-
-    result = check_grads(f, grad_f, np.array([0.5, -1.0, 2.0]))
-    print(result)        # gradient check passed: worst relative error ... (tolerance 1e-06)
-    assert result        # truthy when it passed: the same line works inside pytest
+(The test suite runs this example, as it runs every ``>>>`` example in the package.)
 
 How the check works
 -------------------
