@@ -246,9 +246,9 @@ def main(argv=None) -> int:
     src = ROOT / "build" / "docs-src"
     with contextlib.redirect_stdout(io.StringIO()):
         write_sources(src, plots=not args.no_plots)
-    command = [sys.executable, "-m", "sphinx", "-b", "html", "-q", str(src), args.out]
-    if not args.keep_warnings:
-        command[4:4] = ["-W", "--keep-going"]
+    warnings_are_errors = [] if args.keep_warnings else ["-W", "--keep-going"]
+    command = [sys.executable, "-m", "sphinx", "-b", "html", "-q", *warnings_are_errors,
+               str(src), args.out]
     status = subprocess.run(command, cwd=ROOT).returncode
     if status == 0:
         print(f"built {Path(args.out) / 'index.html'}")

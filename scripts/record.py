@@ -67,6 +67,7 @@ def main(argv: list[str]) -> int:
         print(f"error: NAME must be letters, digits, - or _, got {name!r}", file=sys.stderr)
         return 2
     started = datetime.datetime.now(datetime.timezone.utc)
+    code = commit()  # the code the command runs: read before it starts, not after
     threads = {v: os.environ[v] for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
                if v in os.environ}
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -86,7 +87,7 @@ def main(argv: list[str]) -> int:
         f"machine: {cpu_name()}, {os.cpu_count()} cores; {platform.system()} "
         f"{platform.release()}" + (f"; {', '.join(f'{k}={v}' for k, v in threads.items())}"
                                    if threads else ""),
-        f"software: {versions()}; minivae at commit {commit()}",
+        f"software: {versions()}; minivae at commit {code}",
         "",
     ]
     RESULTS.mkdir(parents=True, exist_ok=True)
