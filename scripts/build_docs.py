@@ -90,6 +90,9 @@ autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 myst_enable_extensions = ["dollarmath"]
 myst_heading_anchors = 3
+# literal blocks are outputs, tables and paths, not Python: no highlighting unless a block
+# names its language
+highlight_language = "none"
 PAGE_OF_MODULE = {page_of_module!r}
 
 
@@ -124,7 +127,10 @@ def docstring_page(title: str, module: str) -> str:
     body = textwrap.dedent(doc.split("\n", 1)[1] if "\n" in doc else "").strip()
     # the docstring's own first title, if any, would repeat the page title
     body = re.sub(r"\A[^\n]+\n=+\n", "", body).strip()
-    return heading(title) + f".. currentmodule:: {module}\n\n" + body + "\n"
+    # the title over- and underlined: a style of its own, so that the docstring's "====="
+    # sections become sections of this page, not pages beside it
+    title = f"{'=' * len(title)}\n{heading(title)}"
+    return title + f".. currentmodule:: {module}\n\n" + body + "\n"
 
 
 def index_page() -> str:
