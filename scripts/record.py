@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -82,7 +83,7 @@ def main(argv: list[str]) -> int:
         return status
     minutes = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds() / 60
     header = [
-        f"$ {' '.join(command)}",
+        f"$ {shlex.join(command)}",
         f"date: {started:%Y-%m-%d %H:%M} UTC ({minutes:.1f} min)",
         f"machine: {cpu_name()}, {os.cpu_count()} cores; {platform.system()} "
         f"{platform.release()}" + (f"; {', '.join(f'{k}={v}' for k, v in threads.items())}"
