@@ -47,13 +47,14 @@ DOCSTRING_PAGES = {
     "gradients": ("Checking gradients", "minivae.gradcheck"),
     "training": ("Training", "minivae.tool"),
 }
-#: files the README may link to, and the page each link should open in the site
+#: files the README may link to, and the page each link should open in the site (a source
+#: file name, which MyST resolves to the page)
 README_LINKS = {
-    "minivae/__init__.py": "reading.html",
-    "minivae/theory/__init__.py": "theory.html",
-    "minivae/gradcheck.py": "gradients.html",
-    "minivae/tool/__init__.py": "training.html",
-    "scripts/results/": "results.html",
+    "minivae/__init__.py": "reading.rst",
+    "minivae/theory/__init__.py": "theory.rst",
+    "minivae/gradcheck.py": "gradients.rst",
+    "minivae/tool/__init__.py": "training.rst",
+    "scripts/results/": "results.rst",
 }
 #: modules documented in the API reference, in reading order
 API_MODULES = [
@@ -137,9 +138,8 @@ def index_page() -> str:
     text = (ROOT / "README.md").read_text()
     for target, page in README_LINKS.items():
         text = text.replace(f"]({target})", f"]({page})")
-    # a link to one report opens its section of the results page
-    text = re.sub(r"\]\(scripts/results/([\w-]+)\.txt\)",
-                  lambda m: f"](results.html#{m[1].lower().replace('_', '-')})", text)
+    # a link to one report opens the results page, where the reports are in name order
+    text = re.sub(r"\]\(scripts/results/[\w-]+\.txt\)", "](results.rst)", text)
     toc = "\n".join(["", "```{toctree}", ":hidden:", ":maxdepth: 2", "",
                      *DOCSTRING_PAGES, "theory", "results", "api", "```", ""])
     return text + toc

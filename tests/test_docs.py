@@ -57,7 +57,11 @@ def console_examples() -> list[tuple[str, str]]:
 
 
 def test_the_readme_has_executed_examples():
-    assert len(python_examples()) + len(console_examples()) >= 1
+    # the library's example, check_grads on your own function, and `verify`; and the numbers
+    # it quotes (quickstart, MNIST, speed, gaps) come from reports
+    assert len(python_examples()) >= 2
+    assert len(console_examples()) >= 1
+    assert len(QUOTED_REPORT.findall(README)) >= 4
 
 
 @pytest.mark.parametrize("code, expected", python_examples(),
