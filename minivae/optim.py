@@ -26,13 +26,19 @@ from .numerics import flush_subnormals
 #: bit-identical: every operation is elementwise.
 CHUNK = 32768
 
-#: Every this many steps, Adam's moments that have decayed below the smallest normal
+#: How far a pre-scaled average (:class:`_Average`) may exceed the true one before it is
+#: renormalized. 2^8 leaves float32 moments of gradients up to 1e17 in range.
+SCALE_LIMIT = 2.0**8
+
+
+#: Every this many steps, BurdaAdam's moments that have decayed below the smallest normal
 #: float are set to zero (see :func:`_flush_decayed_moments`).
 FLUSH_EVERY = 100
 
 
-def _chunks(n: int, chunk: int = CHUNK):
-    """Slices of ``range(n)`` of at most ``chunk`` elements."""
+def _chunks(n: int):
+    """Slices of ``range(n)`` of at most :data:`CHUNK` elements."""
+    chunk = CHUNK
     for start in range(0, n, chunk):
         yield slice(start, min(start + chunk, n))
 
@@ -54,6 +60,9 @@ def _chunk_buffer(buf: np.ndarray | None, params: np.ndarray) -> np.ndarray:
 
 def _flush_decayed_moments(step_count: int, *moments: np.ndarray) -> None:
     """Every :data:`FLUSH_EVERY` steps, set moment entries below the smallest normal float to 0.
+
+    (:class:`BurdaAdam` calls this; :class:`Adam`'s pre-scaled moments only decay when they
+    are renormalized, and it flushes them then, for the same reasons.)
 
     Why: a parameter whose gradient has become exactly zero (a dead ReLU unit, the
     encoder's weights of a pixel that is 0 in every image) keeps its moments decaying
@@ -125,6 +134,49 @@ class SGD:
         self.velocity = np.array(state["velocity"]) if "velocity" in state else None
 
 
+class _Average:
+    r"""An exponential moving average :math:`a_t = \beta a_{t-1} + (1-\beta) u_t`, pre-scaled.
+
+    The array ``stored`` holds :math:`a_t / \beta^{s}`, where s counts the steps since the
+    last renormalization, so that a step only *adds* :math:`(1-\beta)\beta^{-s} u_t` to it
+    instead of first multiplying the whole array by :math:`\beta`: one pass over the
+    parameters fewer per average and step. The true average is ``scale * stored`` with
+    ``scale`` :math:`= \beta^{s}`. When :math:`\beta^{-s}` would pass
+    :data:`SCALE_LIMIT` (every 52 steps for beta = 0.9, 5,542 for 0.999, every step for
+    beta = 0), the step multiplies by :math:`\beta^{s+1}` instead, bringing ``stored`` back to
+    the true average (s = 0): so stored values never exceed the true ones by more than
+    SCALE_LIMIT, and nothing overflows that would not overflow anyway.
+    """
+
+    def __init__(self, like: np.ndarray, beta: float):
+        self.stored = np.zeros_like(like)
+        self.beta = beta
+        self.s = 0
+
+    def coefficients(self) -> tuple[float | None, float]:
+        """``(decay, gain)`` for this step's ``stored <- decay * stored + gain * u`` (decay
+        None: no multiplication at all); advances s."""
+        beta, s = self.beta, self.s + 1
+        if beta > 0 and beta**-s <= SCALE_LIMIT:
+            self.s = s
+            return None, (1 - beta) * beta**-s
+        self.s = 0
+        return beta**s, 1 - beta  # beta^s = beta * (the scale before this step)
+
+    @property
+    def scale(self) -> float:
+        """The true average is ``scale * stored``."""
+        return self.beta**self.s
+
+    def renormalize(self) -> None:
+        """Fold the scale into ``stored`` (s = 0), and set what decayed below the smallest
+        normal float to 0 (harmless: see :func:`_flush_decayed_moments`)."""
+        if self.s:
+            self.stored *= self.scale
+            self.s = 0
+        flush_subnormals(self.stored)
+
+
 class Adam:
     r"""Adam (Kingma & Ba 2015) with bias correction by the step count t.
 
@@ -135,6 +187,20 @@ class Adam:
         \theta \leftarrow \theta - \eta\,\frac{m / (1-\beta_1^t)}{\sqrt{v/(1-\beta_2^t)} + \epsilon}
 
     t counts optimizer steps (1 on the first update), never epochs.
+
+    How it is computed (the same numbers up to roundoff; measured below): m and v are kept
+    pre-scaled, :math:`m = \beta_1^{s_1} M` and :math:`v = \beta_2^{s_2} V` (see
+    :class:`_Average`), so that, with :math:`\kappa = \sqrt{\beta_2^{s_2} / (1 - \beta_2^t)}`,
+
+    .. math::
+        \theta \leftarrow \theta - A\,\frac{M}{\sqrt{V} + \epsilon/\kappa},\qquad
+        A = \frac{\eta\,\beta_1^{s_1}}{(1 - \beta_1^t)\,\kappa}.
+
+    Every bias correction and scale folds into the two scalars A and
+    :math:`\epsilon/\kappa`, and a step makes 10 elementwise passes over the parameters
+    instead of 13. Measured on the 652,824 float32 parameters of a 784-400-20 VAE (one
+    thread, in cache-sized chunks): 1.02 ms per step with the plain update, 0.88 ms
+    this way; on the 425,284 of Burda et al.'s model, 0.70 and 0.56 ms.
     """
 
     def __init__(
@@ -144,62 +210,86 @@ class Adam:
         self.beta1 = real_number(beta1, "beta1", at_least=0, below=1)
         self.beta2 = real_number(beta2, "beta2", at_least=0, below=1)
         self.eps = real_number(eps, "eps", above=0)
-        self.m: np.ndarray | None = None
-        self.v: np.ndarray | None = None
+        self._m: _Average | None = None
+        self._v: _Average | None = None
         self.step_count = 0
         self._buf: np.ndarray | None = None
+
+    @property
+    def m(self) -> np.ndarray | None:
+        """The first moment m (a new array: the optimizer keeps it pre-scaled)."""
+        return None if self._m is None else self._m.stored * self._m.scale
+
+    @property
+    def v(self) -> np.ndarray | None:
+        """The second moment v (a new array, see :attr:`m`)."""
+        return None if self._v is None else self._v.stored * self._v.scale
 
     def step(self, params: np.ndarray, grad: np.ndarray) -> None:
         """Update ``params`` in place from ``grad`` (both flat)."""
         _check_pair(params, grad)
-        if self.m is None:
-            self.m = np.zeros_like(params)
-            self.v = np.zeros_like(params)
+        if self._m is None:
+            self._m, self._v = _Average(params, self.beta1), _Average(params, self.beta2)
         self._buf = _chunk_buffer(self._buf, params)
         self.step_count += 1
         t = self.step_count
-        # the bias corrections, folded into two scalars. math.sqrt, not np.sqrt: a NumPy
-        # float64 scalar would turn the float32 products below into float64 loops with casts
-        # (7x slower, measured)
-        inv_sqrt_c2 = 1.0 / math.sqrt(1 - self.beta2**t)
-        lr_t = self.lr / (1 - self.beta1**t)
+        decay_m, gain_m = self._m.coefficients()
+        decay_v, gain_v = self._v.coefficients()
+        # the bias corrections and the moments' scales, folded into two scalars (math.sqrt,
+        # not np.sqrt: a NumPy float64 scalar would turn the float32 products below into
+        # float64 loops with casts, 7x slower, measured)
+        kappa = math.sqrt(self._v.scale / (1 - self.beta2**t))
+        step_size = self.lr * self._m.scale / ((1 - self.beta1**t) * kappa)
+        eps = self.eps / kappa
+        M, V = self._m.stored, self._v.stored
         for sl in _chunks(params.size):  # cache-sized pieces: see CHUNK
-            self._update(params[sl], grad[sl], self.m[sl], self.v[sl],
-                         self._buf[:sl.stop - sl.start], inv_sqrt_c2, lr_t)
-        _flush_decayed_moments(t, self.m, self.v)
-
-    def _update(self, params, grad, m, v, buf, inv_sqrt_c2: float, lr_t: float) -> None:
-        b1, b2 = self.beta1, self.beta2
-        # m <- b1 m + (1 - b1) g ; v <- b2 v + (1 - b2) g^2, in place (no temporaries)
-        m *= b1
-        np.multiply(grad, 1 - b1, out=buf)
-        m += buf
-        v *= b2
-        np.multiply(grad, grad, out=buf)
-        buf *= 1 - b2
-        v += buf
-        # theta <- theta - lr_t m / (sqrt(v) / sqrt(1 - b2^t) + eps), lr_t = lr / (1 - b1^t)
-        np.sqrt(v, out=buf)
-        buf *= inv_sqrt_c2
-        buf += self.eps
-        np.divide(m, buf, out=buf)
-        buf *= lr_t
-        params -= buf
+            buf = self._buf[:sl.stop - sl.start]
+            p, g, m, v = params[sl], grad[sl], M[sl], V[sl]
+            # M <- M + gain_m g ; V <- V + gain_v g^2 (each after a decay, on a renormalizing step)
+            if decay_m is not None:
+                m *= decay_m
+            np.multiply(g, gain_m, out=buf)
+            m += buf
+            if decay_v is not None:
+                v *= decay_v
+            np.multiply(g, g, out=buf)
+            buf *= gain_v
+            v += buf
+            # theta <- theta - A M / (sqrt(V) + eps / kappa)
+            np.sqrt(v, out=buf)
+            buf += eps
+            np.divide(m, buf, out=buf)
+            buf *= step_size
+            p -= buf
+        for avg, decay in ((self._m, decay_m), (self._v, decay_v)):
+            if decay is not None:  # just renormalized, the only time stored values decay:
+                flush_subnormals(avg.stored)  # why this is harmless: _flush_decayed_moments
 
     def state_dict(self) -> dict:
+        """The state as plain arrays: ``step_count``, and m and v *as kept*, pre-scaled:
+        the first moment is ``beta1**m_scale_steps * m``, the second
+        ``beta2**v_scale_steps * v`` (:class:`_Average`). Saving the kept numbers, not the
+        products, is what lets a resumed run continue bit for bit as the original one."""
         state = {"step_count": np.int64(self.step_count)}
-        if self.m is not None:
-            state["m"] = self.m.copy()
-            state["v"] = self.v.copy()
+        if self._m is not None:
+            state["m"] = self._m.stored.copy()
+            state["v"] = self._v.stored.copy()
+            state["m_scale_steps"] = np.int64(self._m.s)
+            state["v_scale_steps"] = np.int64(self._v.s)
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict`'s result (a state without the ``*_scale_steps``
+        entries, as older checkpoints have, holds the moments themselves: scale steps 0)."""
         self.step_count = int(state["step_count"])
         if "m" in state:
-            self.m = np.array(state["m"])
-            self.v = np.array(state["v"])
+            self._m = _Average(np.asarray(state["m"]), self.beta1)
+            self._v = _Average(np.asarray(state["v"]), self.beta2)
+            for avg, key in ((self._m, "m"), (self._v, "v")):
+                avg.stored[...] = state[key]
+                avg.s = int(state.get(f"{key}_scale_steps", 0))
         else:
-            self.m = self.v = None
+            self._m = self._v = None
 
 
 class BurdaAdam:

@@ -136,9 +136,11 @@ def test_load_run_refuses_them_too_and_the_good_file_loads(run):
 @pytest.mark.parametrize("change, match", [
     (_array("optim.m", lambda m: m[:-1]), "optimizer array 'm'"),
     (lambda m, a: a.pop("optim.step_count"), "optimizer array 'step_count'"),
+    (_array("optim.m_scale_steps", lambda s: np.int64(-1)), "'m_scale_steps' must be one integer"),
     (_set("position", {"batch": 99, "seen": 0, "loss_sum": 0.0,
                        "epoch_rng": [0, 1, 2, 3, 4, 5]}), "'position' (batch 99"),
-], ids=["adam state shape", "no step count", "position beyond the epoch"])
+], ids=["adam state shape", "no step count", "negative scale steps",
+        "position beyond the epoch"])
 def test_resume_refuses_state_that_does_not_fit_the_run(run, tmp_path, change, match):
     """Fields that only the run can judge (the optimizer, the epoch's batches) are checked
     when it resumes, before the first step; the run's files are untouched."""

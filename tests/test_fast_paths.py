@@ -4,7 +4,6 @@ Each fast path (issue 6) has a plain counterpart that the rest of the suite
 checks by finite differences; these tests pin the two together.
 """
 
-import math
 
 import numpy as np
 import pytest
@@ -240,21 +239,51 @@ def test_decoder_backward_input_is_flushed_and_the_gradient_is_unchanged(monkeyp
     np.testing.assert_array_equal(fast64.flat, plain64.flat)
 
 
-def test_adam_in_chunks_is_bit_identical_to_one_piece():
-    """The chunked update gives exactly the numbers of the same update on the whole vector."""
+@pytest.mark.parametrize("make", [lambda: Adam(lr=1e-2, beta1=0.5),
+                                  lambda: Adam(lr=1e-2, beta1=0.0, beta2=0.0)])
+def test_adam_in_chunks_is_bit_identical_to_one_piece(make, monkeypatch):
+    """The chunked update gives exactly the numbers of the same update on the whole vector
+    (over 30 steps: beta1 = 0.5 renormalizes its pre-scaled m every 8 steps, beta = 0 every
+    step)."""
     rng = np.random.default_rng(0)
     n = 2 * optim.CHUNK + 123  # three chunks, the last one partial
     theta0 = rng.standard_normal(n).astype(np.float32)
-    grads = rng.standard_normal((5, n)).astype(np.float32)
-    chunked, whole = theta0.copy(), theta0.copy()
-    opt, ref = Adam(lr=1e-2), Adam(lr=1e-2)
-    ref.m, ref.v = np.zeros(n, np.float32), np.zeros(n, np.float32)
-    for t, g in enumerate(grads, start=1):
-        opt.step(chunked, g)
-        ref._update(whole, g, ref.m, ref.v, np.empty(n, np.float32),
-                    1 / math.sqrt(1 - ref.beta2**t), ref.lr / (1 - ref.beta1**t))
-    np.testing.assert_array_equal(chunked, whole)
-    np.testing.assert_array_equal(opt.m, ref.m)
+    grads = rng.standard_normal((30, n)).astype(np.float32)
+    runs = []
+    for chunk in (optim.CHUNK, 10 * n):
+        monkeypatch.setattr(optim, "CHUNK", chunk)
+        theta, opt = theta0.copy(), make()
+        for g in grads:
+            opt.step(theta, g)
+        runs.append((theta, opt.m, opt.v))
+    for chunked, whole in zip(*runs, strict=True):
+        np.testing.assert_array_equal(chunked, whole)
+
+
+@pytest.mark.parametrize("b1, b2", [(0.9, 0.999), (0.5, 0.9), (0.0, 0.99), (0.9, 0.0)])
+def test_prescaled_adam_matches_the_plain_update_in_float32(b1, b2):
+    """Pre-scaled moments (a step adds to M and V instead of decaying them) give the plain
+    update's numbers up to float32 roundoff: over 300 steps with several renormalizations,
+    the parameters agree to 1e-5 of their size (both sides round each of 300 updates, about
+    1e-6 in all; the parameters moved by about 0.5, so a missing bias correction or scale
+    would be off by 1e-2 or more), and m, v to a few ulp."""
+    rng = np.random.default_rng(5)
+    n = 1000
+    theta0 = rng.standard_normal(n).astype(np.float32)
+    theta, opt = theta0.copy(), Adam(lr=1e-2, beta1=b1, beta2=b2)
+    plain, m, v = theta0.copy(), np.zeros(n, np.float32), np.zeros(n, np.float32)
+    for t in range(1, 301):
+        g = (rng.standard_normal(n) * np.exp(rng.standard_normal(n))).astype(np.float32)
+        opt.step(theta, g)
+        m = np.float32(b1) * m + np.float32(1 - b1) * g
+        v = np.float32(b2) * v + np.float32(1 - b2) * g * g
+        m_hat, v_hat = m / np.float32(1 - b1**t), v / np.float32(1 - b2**t)
+        plain -= np.float32(1e-2) * m_hat / (np.sqrt(v_hat) + np.float32(1e-8))
+    assert theta.dtype == np.float32
+    assert np.abs(plain - theta0).max() > 0.3
+    assert np.abs(theta - plain).max() <= 1e-5 * np.abs(plain).max()
+    np.testing.assert_allclose(opt.m, m, rtol=1e-5, atol=1e-6 * np.abs(m).max())
+    np.testing.assert_allclose(opt.v, v, rtol=1e-5, atol=1e-6 * np.abs(v).max())
 
 
 def test_sgd_in_chunks_is_bit_identical_to_the_plain_formula():
@@ -279,24 +308,29 @@ def test_sgd_in_chunks_is_bit_identical_to_the_plain_formula():
                                                     grad_scale=3.0)])
 def test_decayed_moments_are_flushed_and_the_trajectory_is_unchanged(make, monkeypatch):
     """Coordinates whose gradient becomes exactly 0 have moments that decay into the subnormal
-    range and stay there; every FLUSH_EVERY steps they become 0. The parameters are the same,
-    bit for bit, as without the flush (beta2 = 0.9 so that v gets there in ~900 steps)."""
+    range (and, in plain arithmetic, stay there); the optimizers set them to 0 (BurdaAdam
+    every FLUSH_EVERY steps, Adam whenever it renormalizes its pre-scaled moments). The
+    parameters are the same, bit for bit, as without the flush (beta2 = 0.9 so that v gets
+    there in ~900 steps)."""
     rng = np.random.default_rng(2)
     n, steps = 40, 1000
     grads = rng.standard_normal((steps, n)).astype(np.float32)
     grads[5:, :10] = 0  # ten coordinates stop getting a gradient after step 5
-    runs = {}
-    for name, every in (("flushed", optim.FLUSH_EVERY), ("plain", 10**9)):
-        monkeypatch.setattr(optim, "FLUSH_EVERY", every)
-        theta, opt = np.ones(n, np.float32), make()
-        for g in grads:
-            opt.step(theta, g)
-        runs[name] = theta, opt
-    (t_fast, fast), (t_plain, plain) = runs["flushed"], runs["plain"]
     tiny = np.finfo(np.float32).tiny
     subnormal = lambda a: (a != 0) & (np.abs(a) < tiny)  # noqa: E731
-    assert subnormal(plain.m[:10]).all() and subnormal(plain.v[:10]).all()
-    assert not fast.m[:10].any() and not fast.v[:10].any()
+    runs = {}
+    for name in ("flushed", "plain"):
+        if name == "plain":  # the same optimizer with the flush turned off
+            monkeypatch.setattr(optim, "flush_subnormals", lambda a: a)
+        theta, opt = np.ones(n, np.float32), make()
+        seen_subnormal = False
+        for g in grads:
+            opt.step(theta, g)
+            seen_subnormal |= bool(subnormal(opt.m[:10]).any() or subnormal(opt.v[:10]).any())
+        runs[name] = theta, opt, seen_subnormal
+    (t_fast, fast, _), (t_plain, plain, plain_subnormal) = runs["flushed"], runs["plain"]
+    assert plain_subnormal  # without the flush there were subnormal moments ...
+    assert not fast.m[:10].any() and not fast.v[:10].any()  # ... with it they end at 0
     np.testing.assert_array_equal(t_fast, t_plain)
     np.testing.assert_array_equal(fast.m[10:], plain.m[10:])
 

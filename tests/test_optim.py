@@ -49,7 +49,8 @@ def run(opt, steps, dtype=np.float64):
     return np.array(path)
 
 
-@pytest.mark.parametrize("lr, b1, b2, eps", [(1e-2, 0.9, 0.999, 1e-8), (0.1, 0.5, 0.9, 1e-4)])
+@pytest.mark.parametrize("lr, b1, b2, eps", [(1e-2, 0.9, 0.999, 1e-8), (0.1, 0.5, 0.9, 1e-4),
+                                             (1e-2, 0.0, 0.9, 1e-8)])
 def test_adam_follows_the_reference_trajectory(lr, b1, b2, eps):
     path = run(Adam(lr=lr, beta1=b1, beta2=b2, eps=eps), 200)
     np.testing.assert_allclose(path, adam_reference(THETA0, 200, lr, b1, b2, eps),

@@ -4,7 +4,7 @@ A checkpoint is one ``.npz`` file holding only numeric arrays:
 
 * ``params``: the model's flat parameter vector;
 * ``optim.<name>``: the optimizer's state arrays (``step_count``, Adam's ``m``
-  and ``v``, SGD's ``velocity``);
+  and ``v`` with their ``m_scale_steps`` and ``v_scale_steps``, SGD's ``velocity``);
 * ``rng.<name>``: each numpy ``Generator``'s PCG64 state as uint64 arrays
   (the 128-bit ``state`` and ``inc`` as [high, low] words, then
   ``has_uint32`` and ``uinteger``), so a restored generator continues
@@ -314,12 +314,19 @@ def check_optimizer_state(ckpt: Checkpoint, optimizer_name: str) -> None:
     state, params, path = ckpt.optimizer_state, ckpt.params, ckpt.path
     expected = {"adam": ("m", "v"), "burda-adam": ("m", "v"),
                 "sgd": ("velocity",)}.get(optimizer_name, ())
+    # Adam's moments are kept pre-scaled: how many steps of scale each carries (optim.Adam)
+    counts = ("m_scale_steps", "v_scale_steps") if optimizer_name == "adam" else ()
     step = state.get("step_count")
     if step is None or step.shape != () or step.dtype.kind not in "iu" or int(step) < 0:
         raise CheckpointError(f"{path}: optimizer array 'step_count' must be one integer >= 0, "
                               f"got {step!r}; the file was left untouched")
     for name, a in state.items():
         if name == "step_count":
+            continue
+        if name in counts:
+            if a.shape != () or a.dtype.kind not in "iu" or int(a) < 0:
+                raise CheckpointError(f"{path}: optimizer array {name!r} must be one integer "
+                                      f">= 0, got {a!r}; the file was left untouched")
             continue
         if name not in expected or a.shape != params.shape or a.dtype != params.dtype:
             raise CheckpointError(
