@@ -353,3 +353,20 @@ def test_bias_gradient_as_a_matrix_vector_product_is_the_column_sum(dtype, rtol)
     _, _, db = affine_backward(dout, (x, W), db_out=db_out)
     assert db is db_out and db.dtype == dtype
     np.testing.assert_allclose(db, np.sum(dout.astype(np.float64), axis=0), rtol=rtol)
+
+
+def test_a_fortran_ordered_batch_is_taken_in_c_order_with_the_same_numbers():
+    """check_x returns x in C order (elementwise work mixing layouts is several times
+    slower), so a Fortran-ordered batch, such as a slice of an array loaded from an .npz
+    file, gives exactly the loss and gradient of the same batch in C order."""
+    rng = np.random.default_rng(7)
+    model = VAE(12, 3, hidden=(5,), dtype=np.float32, seed=1)
+    x = (rng.random((6, 12)) < 0.4).astype(np.float32)
+    eps = model.sample_eps(rng, 6)
+    fortran = np.asfortranarray(x)
+    assert not fortran.flags.c_contiguous and model.check_x(fortran).flags.c_contiguous
+    assert model.check_x(x) is x  # no copy of a batch that is already in C order
+    loss_c, grad_c = model.loss_and_grad(x, eps)
+    loss_f, grad_f = model.loss_and_grad(fortran, eps)
+    assert loss_f == loss_c
+    np.testing.assert_array_equal(grad_f.flat, grad_c.flat)
