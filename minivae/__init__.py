@@ -41,8 +41,10 @@ that proves it. Everything is in nats; shapes are x (B, D), eps and z (K, B, Z).
 
 6. **The likelihood** turns the decoder's output into :math:`\log p(x|z)`
    (:mod:`minivae.likelihoods`). Bernoulli from logits l:
-   :math:`\log p(x|z) = \sum_d [x_d l_d - \mathrm{softplus}(l_d)]`, with a stable
-   softplus (:mod:`minivae.numerics`); Gaussians include the
+   :math:`\log p(x|z) = \sum_d [x_d l_d - \mathrm{softplus}(l_d)]`, computed as
+   :math:`-\sum_d \mathrm{softplus}((1 - 2x_d)\,l_d)`, the same number for x in {0, 1}
+   with nothing to cancel, and a stable softplus (:mod:`minivae.numerics`);
+   Gaussians include the
    :math:`\tfrac12\log 2\pi`. Proved by ``tests/test_distributions.py`` (against
    ``scipy.stats``) and ``tests/test_fast_paths.py``.
 

@@ -135,7 +135,7 @@ def _chunk(model: VAE, batch: int, k: int) -> int:
 def _neg_elbo_at(model: VAE, x, mu, log_var, eps) -> np.ndarray:
     r"""Per-datapoint negative ELBO of the given q at the samples ``eps`` (closed-form KL):
     :math:`-\frac1K\sum_k\log p(x_b|z_{kb}) + \mathrm{KL}(q_b\,\|\,p(z))`, shape (B,)."""
-    fwd = model.forward(x, eps, encoded=(mu, log_var, None))
+    fwd = model.forward(x, eps, encoded=(mu, log_var, None), backward=False)
     return -np.mean(fwd.log_lik, axis=0) + kl_diag_standard_normal(mu, log_var)
 
 
@@ -162,7 +162,8 @@ def elbo_per_point(model: VAE, x: np.ndarray, qs, k: int, rng: np.random.Generat
     c = _chunk(model, B, k)
     for start in range(0, k, c):
         eps = model.sample_eps(rng, B, min(c, k - start))
-        log_liks = [model.forward(x, eps, encoded=(mu, lv, None)).log_lik for mu, lv in qs]
+        log_liks = [model.forward(x, eps, encoded=(mu, lv, None), backward=False).log_lik
+                    for mu, lv in qs]
         for acc, ll in zip(singles, log_liks, strict=True):
             acc.update(ll)
         for acc, ll in zip(diffs, log_liks[1:], strict=True):

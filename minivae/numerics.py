@@ -78,15 +78,39 @@ def softplus(x: Array) -> Array:
     below 1.2e-38, a change no sum of them can see.
     """
     x = np.asarray(x)
-    out = np.empty(x.shape, dtype=np.result_type(x, 0.0))  # float32 stays float32
-    with np.errstate(over="ignore"):  # overflow to inf is expected, and handled below
-        np.exp(x, out=out)
-    if out.size and not np.min(out) >= np.finfo(out.dtype).tiny:  # (NaN: flush, harmlessly)
-        flush_subnormals(out)
+    out = _exp_for_softplus(x)
     np.log1p(out, out=out)
-    if out.size and not np.max(out) < np.inf:  # e^x overflowed somewhere (or x is inf, NaN)
-        np.copyto(out, x, where=np.isinf(out), casting="unsafe")
+    _softplus_overflow(x, out)
     return out if out.ndim else out[()]
+
+
+def softplus_and_exp(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r""":func:`softplus` of the array ``x``, and the :math:`e^x` it was computed from (inf where
+    that overflows, 0 where it is below the smallest normal float), for callers that need
+    both (:math:`\sigma(x) = e^x / (1 + e^x)` from them costs two cheap passes, not an exp)."""
+    e = _exp_for_softplus(x)
+    sp = np.log1p(e)
+    _softplus_overflow(x, sp)
+    return sp, e
+
+
+def _exp_for_softplus(x: np.ndarray) -> np.ndarray:
+    """e^x in a new array of x's float dtype, its subnormal entries set to 0 (see softplus)."""
+    e = np.empty(x.shape, dtype=np.result_type(x, 0.0))  # float32 stays float32
+    with np.errstate(over="ignore"):  # overflow to inf is expected, and handled below
+        np.exp(x, out=e)
+    if e.size and not np.min(e) >= np.finfo(e.dtype).tiny:  # (NaN: flush, harmlessly)
+        flush_subnormals(e)
+    return e
+
+
+def _softplus_overflow(x: np.ndarray, sp: np.ndarray) -> bool:
+    """Where e^x overflowed, log1p(e^x) is inf: set those entries of ``sp`` to x (see
+    softplus). Returns whether there were any (or NaN)."""
+    if sp.size and not np.max(sp) < np.inf:  # e^x overflowed somewhere (or x is inf, NaN)
+        np.copyto(sp, x, where=np.isinf(sp), casting="unsafe")
+        return True
+    return False
 
 
 def sigmoid(x: Array) -> Array:

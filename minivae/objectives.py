@@ -89,7 +89,7 @@ def log_importance_weights(model: VAE, x: np.ndarray, eps: np.ndarray) -> np.nda
     .. math::  \log w_{kb} = \log p(x_b|z_{kb}) + \log p(z_{kb}) - \log q(z_{kb}|x_b),
                \quad z_{kb} = \mu(x_b) + \sigma(x_b)\odot\epsilon_{kb}
     """
-    return _log_weights(_check_model(model).forward(x, eps))
+    return _log_weights(_check_model(model).forward(x, eps, backward=False))
 
 
 def _softmax_over_k(log_w: np.ndarray) -> np.ndarray:
@@ -120,7 +120,8 @@ abla\log w_{kb}`
     with :math:`\sum_k	ilde w_{kb} = 1`, so at least one sample per datapoint has weight
     :math:`\ge 1/K`. Dropping the samples below :math:`2^{-64}` changes the gradient by at
     most :math:`K\,2^{-64}` times the largest :math:`\lVert
-abla\log w_{kb}Vert / B`:
+abla\log w_{kb}
+Vert / B`:
     with K = 50, 2.7e-18 of it, ten orders of magnitude below float32 roundoff (6e-8) and
     below float64's (1.1e-16). The loss is not changed at all.
     """
@@ -414,7 +415,7 @@ def score_function_grad(
 
     # Decoder: the direct gradient of -mean log p(x|z) at the samples (log_lik_backward
     # also returns dloss/dz, which a score-function estimator deliberately ignores).
-    model.log_lik_backward(fwd, np.full((K, B), -1.0 / (K * B), dtype=model.dtype), grads)
+    model.log_lik_backward(fwd, -1.0 / (K * B), grads)
 
     if kl == "analytic":
         f = fwd.log_lik
@@ -614,7 +615,8 @@ def importance_sampled_log_marginal(
     encoded = model.encode(x)  # q(z|x) is the same for every chunk
     acc = _StreamingLogMeanExp(B)
     for c in _chunks(k, chunk_size):
-        acc.update(_log_weights(model.forward(x, model.sample_eps(rng, B, c), encoded)))
+        acc.update(_log_weights(model.forward(x, model.sample_eps(rng, B, c), encoded,
+                                              backward=False)))
     return acc.result("importance")
 
 

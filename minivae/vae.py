@@ -53,7 +53,6 @@ from .distributions import (
 )
 from .likelihoods import LIKELIHOODS, make_likelihood
 from .mlp import MLP
-from .numerics import flush_subnormals
 from .params import ParamDict
 
 #: how the ELBO's KL term is computed: closed form, or Monte Carlo at the same samples
@@ -394,7 +393,8 @@ class VAE:
         """log p(x|z) in nats, summed over data dimensions: shape dec_out.shape[:-1]."""
         return self.likelihood.log_lik(x, dec_out, self.params)
 
-    def forward(self, x: np.ndarray, eps: np.ndarray, encoded=None) -> Forward:
+    def forward(self, x: np.ndarray, eps: np.ndarray, encoded=None, *,
+                backward: bool = True) -> Forward:
         """The whole top line of the data flow, once: encode, reparameterize, decode, log p(x|z).
 
         ``x`` (B, D) and ``eps`` (K, B, Z) are checked (shape, dtype, finite). Every
@@ -402,37 +402,37 @@ class VAE:
         log p(x) estimates in :mod:`minivae.objectives`) starts from this result.
         ``encoded``, the ``(mu, log_var, cache)`` of an earlier ``encode(x)``, skips
         the encoder (an estimate of log p(x) draws many chunks of eps for one x).
+        ``backward=False`` says that no backward pass will follow: the likelihood then
+        skips what it would compute for one (the Bernoulli's elementwise gradient).
         """
         x = self.check_x(x)
         eps = self.check_eps(eps, x.shape[0])
         mu, log_var, enc_cache = self.encode(x) if encoded is None else encoded
         z, sigma = reparameterize(mu, log_var, eps)
         dec_out, dec_cache = self.decode(z)
-        # lik_cache keeps what the likelihood's gradient can reuse (the Bernoulli's softplus)
-        log_lik, lik_cache = self.likelihood.log_lik_and_cache(x, dec_out, self.params)
+        # lik_cache keeps what the likelihood's gradient can reuse (the Bernoulli computes its
+        # elementwise gradient on the way)
+        if backward:
+            log_lik, lik_cache = self.likelihood.log_lik_and_cache(x, dec_out, self.params)
+        else:
+            log_lik, lik_cache = self.likelihood.log_lik(x, dec_out, self.params), None
         return Forward(x, eps, mu, log_var, sigma, z, dec_out, log_lik, enc_cache, dec_cache,
                        lik_cache)
 
-    def log_lik_backward(self, fwd: Forward, weight: np.ndarray,
+    def log_lik_backward(self, fwd: Forward, weight: np.ndarray | float,
                          grads: ParamDict | None) -> np.ndarray:
         r"""Backward of :math:`\sum_{k,b} w_{kb}\log p(x_b|z_{kb})` through likelihood and decoder.
 
-        ``weight`` (K, B) is :math:`\partial L/\partial\log p(x_b|z_{kb})`. Writes the
+        ``weight`` (K, B), or one number for all samples, is
+        :math:`\partial L/\partial\log p(x_b|z_{kb})`. Writes the
         decoder's (and the likelihood's own) parameter gradients into ``grads`` and
         returns :math:`\partial L/\partial z` of shape (K, B, Z). With ``grads=None``
         the parameter gradients are skipped and only :math:`\partial L/\partial z` is
         computed (half the decoder's products).
         """
+        # (entries below the smallest normal float come back as 0: see Likelihood)
         d_out = self.likelihood.log_lik_grad_from_cache(
             fwd.x, fwd.dec_out, self.params, weight, grads, fwd.lik_cache)
-        # Fast path: entries below the smallest normal float become 0 before the decoder's
-        # matrix products. A trained Bernoulli decoder gives always-off pixels logits below
-        # -83, where sigmoid(l) / B is subnormal (784-400-20 after 93 epochs: 1.2% of these
-        # entries), and OpenBLAS multiplies subnormal operands through a slow microcode path:
-        # that step's products took 15.4 ms instead of ~5.5 (one thread). Each flushed entry
-        # is a gradient contribution below 1.2e-38 (float32; 2.2e-308 in float64): it could
-        # change a parameter's gradient by at most B times that, far below its roundoff.
-        flush_subnormals(d_out)
         return self.decode_backward(d_out, fwd.dec_cache, grads)
 
     # ------------------------------------------------------------------
@@ -452,7 +452,7 @@ class VAE:
     def elbo_terms(self, x, eps, *, kl: str = "analytic", beta: float = 1.0) -> ELBOTerms:
         """The reconstruction and KL parts of the negative ELBO (see :class:`ELBOTerms`)."""
         beta = self._check_kl(kl, beta)
-        fwd = self.forward(x, eps)
+        fwd = self.forward(x, eps, backward=False)
         kl_per_dim, kl_term = self._kl_terms(fwd, kl)
         recon = -np.mean(fwd.log_lik, axis=0)
         loss = float(np.mean(recon + beta * kl_term))
@@ -512,7 +512,7 @@ class VAE:
         K, B = fwd.K, fwd.B
 
         # reconstruction: the loss contains -(1/(K B)) sum_{k,b} log p(x_b | z_kb)
-        dz = self.log_lik_backward(fwd, np.full((K, B), -1.0 / (K * B), dtype=self.dtype), grads)
+        dz = self.log_lik_backward(fwd, -1.0 / (K * B), grads)
         if kl == "mc":
             # the KL term is (beta/(K B)) sum_kb [log q(z_kb) - log p(z_kb)]; -log p(z) =
             # 0.5 |z|^2 + const adds (beta/(K B)) z to dL/dz
