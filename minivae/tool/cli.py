@@ -28,6 +28,7 @@ from .data import BINARIZE_MODES, DATASETS
 from .diagnostics import gradcheck_configuration
 from .evaluate import evaluate_run, sample_run
 from .files import original_name
+from .memory import retain_freed_memory
 from .train import EXIT_FAILED, EXIT_INTERRUPTED, TrainConfig, option, train
 
 #: exit status of a command refused before it started (bad option, file, checkpoint, ...)
@@ -394,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     if (getattr(args, "seed", None) or 0) < 0:  # verify's parser lives in minivae.theory
         parser.exit(EXIT_USAGE, f"minivae {args.command}: error: argument --seed: expected an "
                     f"integer >= 0, got {args.seed} (see minivae {args.command} --help)\n")
+    retain_freed_memory()  # every step allocates the same large arrays: keep them (why: there)
     try:
         # NumPy's overflow warnings would add lines of their own; every number that matters
         # (a step's loss and gradient, an evaluation, a picture) is checked for being finite

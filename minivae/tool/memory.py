@@ -15,6 +15,7 @@ K x B x (decoder widths + output width) numbers, counted here as 4.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
 
@@ -27,6 +28,42 @@ from ..mlp import MLP
 STEP_ARRAYS = 4
 #: parameter-sized arrays of a training run: parameters, gradient, Adam's m and v, a buffer
 PARAM_ARRAYS = 5
+
+
+#: glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def retain_freed_memory(mmap_threshold: int = 32 * 2**20,
+                        trim_threshold: int = 512 * 2**20) -> bool:
+    """Ask the C library's malloc to keep freed memory for reuse; True if it took the request.
+
+    Why: a training step (or a chunk of an importance-sampling estimate) allocates the
+    same large arrays every time and frees them at its end. By default glibc serves an
+    allocation of a few MB with a fresh ``mmap`` whose pages the kernel must fault in and
+    zero on first touch, or returns the freed top of its heap to the kernel once more
+    than a few MB are free there, and the next step faults it in again. Whether that
+    happens depends on what the process allocated before (glibc's thresholds adapt), so
+    the same call ran at two speeds in two processes. Measured (float32, 2 threads):
+    an IWAE step with K = 50, B = 20 took 3,422 page faults and 14.8 ms, 0 and 11.5 ms
+    with this setting; importance sampling of log p(x) with k = 1000 on 784-400-20 took
+    301,720 faults and 7.8 ms per datapoint, 0 and 4.5 ms.
+
+    What it does: allocations below ``mmap_threshold`` (32 MiB) come from the heap, and up
+    to ``trim_threshold`` (512 MiB) of freed heap memory is kept instead of being returned
+    to the kernel (so a process's memory stays at its peak until it exits, rather than
+    falling back after each step). Only glibc has ``mallopt``; elsewhere this does
+    nothing and returns False. minivae's commands call it at start; the core library
+    never changes the process it runs in, so scripts that train in a loop of their own
+    can call it themselves.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library this process already uses
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, trim_threshold))
 
 
 class MemoryBudgetError(ValueError):
