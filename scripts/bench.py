@@ -69,6 +69,14 @@ setting between one thread and all cores: with N = 1 the script sets
 JAX uses every core (the default machine has 2 cores, so N = 2 means the same for all).
 The thread pools actually loaded are reported (threadpoolctl).
 
+malloc: the process keeps freed memory for reuse, as minivae's commands do
+(``minivae.tool.memory.retain_freed_memory``: glibc's mallopt). Without that, whether a
+step's multi-MB temporaries are faulted in anew every step depends on what the process
+allocated before, so the same case ran at two speeds in two processes (IWAE K = 50: 14.8
+or 11.5 ms; IS: 7.8 or 4.5 ms per datapoint). It applies to everything that allocates
+through malloc, PyTorch included; XLA has its own allocator. ``--default-malloc`` leaves
+it alone.
+
 Memory: ``--memory`` reruns each case in a fresh process per contender and reports its
 peak RSS; ``--train-memory`` reports the peak RSS of ``python -m minivae train`` for one
 epoch of the 784-400-20 model on binarized MNIST (needs ``--data-dir``).
@@ -119,6 +127,9 @@ def parse_args(argv=None):
                    help="peak RSS of each case and contender in a fresh process")
     p.add_argument("--train-memory", action="store_true",
                    help="peak RSS of one epoch of `python -m minivae train` (784-400-20, B=128)")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="leave glibc's malloc as it is (by default the process keeps freed "
+                   "memory, as minivae's commands do: minivae.tool.memory.retain_freed_memory)")
     p.add_argument("--json", default=None, metavar="PATH", help="write everything as JSON")
     p.add_argument("--memory-case", nargs=2, metavar=("CASE", "IMPL"),
                    help=argparse.SUPPRESS)  # internal: one memory measurement, prints JSON
@@ -150,6 +161,7 @@ from minivae.objectives import (  # noqa: E402
     importance_sampled_log_marginal,
     iwae_loss_and_grad,
 )
+from minivae.tool.memory import retain_freed_memory  # noqa: E402
 
 D = 784
 LR, BETA1, BETA2, ADAM_EPS = 1e-3, 0.9, 0.999, 1e-8
@@ -1047,6 +1059,7 @@ def print_footer(machine, protocol, rows):
           f"{'/'.join(str(v) for v in tr['env'].values())}); loaded BLAS: "
           f"{'; '.join(tr['blas_pools'])}; torch: {tr.get('torch', '-')}; "
           f"JAX: {tr.get('jax', '-')}")
+    print(f"malloc: {machine['malloc']}")
     print(f"protocol: rounds until {protocol['rounds']} are quiet (at most "
           f"{protocol['max_rounds']}) per case, blocks of ~{protocol['block_s']} s, "
           f"idle gap {protocol['gap_s']:.2f} s before each, rotating order; a round is "
@@ -1088,6 +1101,10 @@ def main(args):
         memory_child(args)
         return
     cases = selected_cases(args.cases)
+    # as minivae's commands do; it holds for every contender that allocates through malloc
+    # (NumPy, PyTorch), and without it a step's multi-MB temporaries may be faulted in anew
+    # every step, or not, depending on what the process allocated before
+    retained = False if args.default_malloc else retain_freed_memory()
     libs = import_libs(args)
     train, test, data_name = load_data(args.data_dir)
     cores = os.cpu_count()
@@ -1109,6 +1126,9 @@ def main(args):
                      else {"error": "--train-memory needs --data-dir with binarized_mnist.npz"})
 
     machine = machine_info(libs, args, data_name)
+    machine["malloc"] = ("glibc keeps freed memory (M_MMAP_THRESHOLD 32 MiB, M_TRIM_THRESHOLD "
+                         "512 MiB), as minivae's commands set it" if retained else
+                         "the C library's defaults")
     protocol = {"rounds": args.rounds, "max_rounds": args.max_rounds or 2 * args.rounds,
                 "block_s": args.block_seconds, "gap_s": gap,
                 "threshold": args.threshold, "warm_steps": args.warm_steps, "spin": spin}
