@@ -54,7 +54,7 @@ def flush_subnormals(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def softplus(x: Array) -> Array:
+def softplus(x: Array, out: Array | None = None) -> Array:
     r"""Stable :math:`\log(1 + e^x)`, computed as ``log1p(exp(x))`` where that is finite.
 
     The textbook formula is accurate wherever :math:`e^x` does not overflow: for very
@@ -76,27 +76,32 @@ def softplus(x: Array) -> Array:
     When the smallest :math:`e^x` is below the smallest normal float (one ``min`` finds
     out), those entries are set to 0 first, so their softplus is 0 instead of a number
     below 1.2e-38, a change no sum of them can see.
+
+    ``out``: an array of x's shape and float dtype to write into (not x itself).
     """
     x = np.asarray(x)
-    out = _exp_for_softplus(x)
+    out = _exp_for_softplus(x, out)
     np.log1p(out, out=out)
     _softplus_overflow(x, out)
     return out if out.ndim else out[()]
 
 
-def softplus_and_exp(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def softplus_and_exp(x: np.ndarray, sp: np.ndarray | None = None,
+                     e: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     r""":func:`softplus` of the array ``x``, and the :math:`e^x` it was computed from (inf where
     that overflows, 0 where it is below the smallest normal float), for callers that need
-    both (:math:`\sigma(x) = e^x / (1 + e^x)` from them costs two cheap passes, not an exp)."""
-    e = _exp_for_softplus(x)
-    sp = np.log1p(e)
+    both (:math:`\sigma(x) = e^x / (1 + e^x)` from them costs two cheap passes, not an exp).
+    ``sp`` and ``e``: arrays to write them into (x's shape and float dtype)."""
+    e = _exp_for_softplus(x, e)
+    sp = np.log1p(e, out=sp)
     _softplus_overflow(x, sp)
     return sp, e
 
 
-def _exp_for_softplus(x: np.ndarray) -> np.ndarray:
-    """e^x in a new array of x's float dtype, its subnormal entries set to 0 (see softplus)."""
-    e = np.empty(x.shape, dtype=np.result_type(x, 0.0))  # float32 stays float32
+def _exp_for_softplus(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """e^x (into ``out``, or a new array of x's float dtype), its subnormal entries set to 0
+    (see softplus)."""
+    e = np.empty(x.shape, dtype=np.result_type(x, 0.0)) if out is None else out
     with np.errstate(over="ignore"):  # overflow to inf is expected, and handled below
         np.exp(x, out=e)
     if e.size and not np.min(e) >= np.finfo(e.dtype).tiny:  # (NaN: flush, harmlessly)

@@ -40,23 +40,28 @@ def test_sum_last_axis_is_np_sum():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_bernoulli_forward_with_gradient_matches_the_plain_formulas(dtype):
-    """log p(x|z) with its elementwise gradient sigma(l) - x computed on the way equals the
-    plain formulas (log p to a few ulp, the gradient to an ulp of 1), including logits
-    whose e^u overflows or underflows."""
+@pytest.mark.parametrize("shape", [(3, 5, 11), (5, 11), (40, 3, 1000), (2, 3, 30000)],
+                         ids=["one block", "2-d", "blocks, the last partial", "a slab a block"])
+def test_bernoulli_forward_with_gradient_matches_the_plain_formulas(dtype, shape):
+    """log p(x|z) with its elementwise gradient sigma(l) - x computed on the way (block by
+    block where the decoder output is large) equals the plain formulas (log p to a few ulp
+    per halving of its sum, the gradient to an ulp of 1), including logits whose e^u
+    overflows or underflows."""
     rng = np.random.default_rng(0)
-    logits = (8 * rng.standard_normal((3, 5, 11))).astype(dtype)
-    logits[0, 0, :4] = [-1000, 1000, -95, 95]  # e^u overflows and underflows, both signs
-    x = (rng.random((5, 11)) < 0.5).astype(dtype)
-    x[0, :4] = [0, 0, 1, 1]
+    logits = (8 * rng.standard_normal(shape)).astype(dtype)
+    logits.reshape(-1, shape[-1])[-1, :4] = [-1000, 1000, -95, 95]  # e^u over/underflows
+    x = (rng.random(shape[-2:]) < 0.5).astype(dtype)
+    x[-1, :4] = [0, 0, 1, 1]
     log_p, g = bernoulli_log_prob_with_grad(x, logits)
     eps = np.finfo(dtype).eps
     assert log_p.dtype == g.dtype == dtype
+    sum_eps = 8 * eps * np.log2(shape[-1])  # sums over D terms, in other orders
     np.testing.assert_allclose(log_p, bernoulli_log_prob_elementwise(x, logits).sum(-1),
-                               rtol=8 * eps)
-    np.testing.assert_allclose(bernoulli_log_prob(x, logits), log_p, rtol=8 * eps)
+                               rtol=sum_eps)
+    np.testing.assert_allclose(bernoulli_log_prob(x, logits), log_p, rtol=sum_eps)
     np.testing.assert_allclose(g, -bernoulli_log_prob_grad(x, logits), rtol=0, atol=2 * eps)
-    np.testing.assert_allclose(g[0, 0, :4], [0, 1, -1, 0], rtol=0, atol=1e-30)
+    np.testing.assert_allclose(g.reshape(-1, shape[-1])[-1, :4], [0, 1, -1, 0], rtol=0,
+                               atol=1e-30)
 
 
 def test_bernoulli_log_prob_is_accurate_where_the_textbook_form_cancels():
