@@ -17,6 +17,7 @@ import numpy as np
 
 from .checks import choice, real_number
 from .numerics import flush_subnormals
+from .params import aligned_copy, aligned_empty, aligned_zeros
 
 #: Elements per chunk of an elementwise optimizer update. The update makes about a dozen
 #: passes over its arrays; done chunk by chunk, all of them stay in the core's cache
@@ -54,7 +55,7 @@ def _chunk_buffer(buf: np.ndarray | None, params: np.ndarray) -> np.ndarray:
     """A scratch array of one chunk (reused from ``buf`` when it fits)."""
     size = min(CHUNK, params.size)
     if buf is None or buf.dtype != params.dtype or buf.size < size:
-        buf = np.empty(size, dtype=params.dtype)
+        buf = aligned_empty(size, params.dtype)
     return buf
 
 
@@ -109,7 +110,7 @@ class SGD:
         """Update ``params`` in place from ``grad`` (both flat)."""
         _check_pair(params, grad)
         if self.momentum and self.velocity is None:
-            self.velocity = np.zeros_like(params)
+            self.velocity = aligned_zeros(params.size, params.dtype)
         self._buf = _chunk_buffer(self._buf, params)
         for sl in _chunks(params.size):  # cache-sized pieces: see CHUNK
             buf = self._buf[:sl.stop - sl.start]
@@ -131,7 +132,8 @@ class SGD:
 
     def load_state_dict(self, state: dict) -> None:
         self.step_count = int(state["step_count"])
-        self.velocity = np.array(state["velocity"]) if "velocity" in state else None
+        self.velocity = (aligned_copy(np.asarray(state["velocity"])) if "velocity" in state
+                         else None)
 
 
 class _Average:
@@ -149,7 +151,7 @@ class _Average:
     """
 
     def __init__(self, like: np.ndarray, beta: float):
-        self.stored = np.zeros_like(like)
+        self.stored = aligned_zeros(like.size, like.dtype)
         self.beta = beta
         self.s = 0
 
@@ -337,8 +339,9 @@ class BurdaAdam:
         """Update ``params`` in place from ``grad`` (both flat)."""
         _check_pair(params, grad)
         if self.m is None:
-            self.m = np.zeros_like(params)
-            self.v = np.ones_like(params)
+            self.m = aligned_zeros(params.size, params.dtype)
+            self.v = aligned_zeros(params.size, params.dtype)
+            self.v[...] = 1
         self._buf = _chunk_buffer(self._buf, params)
         self.step_count += 1
         t = self.step_count
@@ -377,8 +380,8 @@ class BurdaAdam:
     def load_state_dict(self, state: dict) -> None:
         self.step_count = int(state["step_count"])
         if "m" in state:
-            self.m = np.array(state["m"])
-            self.v = np.array(state["v"])
+            self.m = aligned_copy(np.asarray(state["m"]))
+            self.v = aligned_copy(np.asarray(state["v"]))
         else:
             self.m = self.v = None
 

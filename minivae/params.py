@@ -19,6 +19,41 @@ import numpy as np
 
 Shape = tuple[int, ...]
 
+#: Byte alignment of the start of every flat vector (parameters, gradients, optimizer
+#: state): one cache line, one AVX-512 register.
+ALIGN = 64
+
+
+def aligned_empty(n: int, dtype) -> np.ndarray:
+    """An uninitialized vector of ``n`` elements whose data starts on an :data:`ALIGN`-byte
+    boundary (:func:`aligned_zeros`, :func:`aligned_copy`: the same, filled).
+
+    Why: NumPy's arrays start wherever ``malloc`` puts them, on a 16-byte boundary; a vector
+    that starts inside a cache line makes every 64-byte load of the elementwise loops
+    (Adam's ten passes over parameters, gradient and moments) straddle two lines. Measured:
+    two identical models trained in one process, differing only in where their vectors
+    happened to start, ran 4% apart (784-400-20 and Burda et al.'s model, float32); with
+    aligned vectors they run alike, at the faster speed.
+    """
+    itemsize = np.dtype(dtype).itemsize
+    raw = np.empty(n * itemsize + ALIGN, dtype=np.uint8)
+    start = -raw.ctypes.data % ALIGN
+    return raw[start:start + n * itemsize].view(dtype)
+
+
+def aligned_zeros(n: int, dtype) -> np.ndarray:
+    """:func:`aligned_empty` filled with zeros."""
+    out = aligned_empty(n, dtype)
+    out[...] = 0
+    return out
+
+
+def aligned_copy(a: np.ndarray) -> np.ndarray:
+    """A copy of the 1-D array ``a`` in an :func:`aligned_empty` vector."""
+    out = aligned_empty(a.size, a.dtype)
+    out[...] = a
+    return out
+
 
 class ParamDict(dict):
     """A dict of named array views into one flat vector ``self.flat``.
@@ -47,7 +82,7 @@ class ParamDict(dict):
     def zeros(cls, specs: Sequence[tuple[str, Shape]], dtype) -> ParamDict:
         """A new ParamDict of zeros with the given layout."""
         total = sum(int(np.prod(shape)) for _, shape in specs)
-        return cls(specs, np.zeros(total, dtype=dtype))
+        return cls(specs, aligned_zeros(total, dtype))
 
     def zeros_like(self) -> ParamDict:
         """A new zero ParamDict with the same names, shapes and dtype."""
@@ -55,7 +90,7 @@ class ParamDict(dict):
 
     def copy(self) -> ParamDict:  # type: ignore[override]
         """A deep copy: a new flat vector with its own views."""
-        return ParamDict(self.specs, self.flat.copy())
+        return ParamDict(self.specs, aligned_copy(self.flat))
 
     def __setitem__(self, key, value):
         raise TypeError(

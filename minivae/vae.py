@@ -53,7 +53,7 @@ from .distributions import (
 )
 from .likelihoods import LIKELIHOODS, make_likelihood
 from .mlp import MLP
-from .params import ParamDict
+from .params import ParamDict, aligned_empty
 
 #: how the ELBO's KL term is computed: closed form, or Monte Carlo at the same samples
 KL_MODES = ("analytic", "mc")
@@ -587,7 +587,7 @@ class VAE:
         per step, whose page faults cost as much as a small model's whole step.
         """
         if out is None:
-            return ParamDict(self.param_specs, np.empty(self.n_params, dtype=self.dtype))
+            return ParamDict(self.param_specs, aligned_empty(self.n_params, self.dtype))
         if not isinstance(out, ParamDict) or out.specs != self.params.specs:
             raise TypeError("out must be a ParamDict with the model's layout (model.new_grad())")
         if out.flat.dtype != self.dtype:

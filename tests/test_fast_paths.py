@@ -454,3 +454,28 @@ def test_retain_freed_memory_stops_the_page_faults_of_repeated_large_arrays():
         pytest.skip("this C library has no mallopt (not glibc)")
     _, default = faults_per_step("default")
     assert default > 1000 and retained < 50
+
+
+def test_every_flat_vector_starts_on_a_64_byte_boundary():
+    """Parameters, gradients (new, default and copied) and every optimizer's state, also
+    after a state round trip, start on a cache line (see params.aligned_empty)."""
+    from minivae.params import ALIGN
+
+    for dtype in (np.float32, np.float64):
+        model = VAE(7, 3, hidden=(5,), dtype=dtype)
+        x = (np.random.default_rng(0).random((4, 7)) < 0.5).astype(dtype)
+        eps = model.sample_eps(np.random.default_rng(1), 4)
+        vectors = [model.flat, model.new_grad().flat, model.params.copy().flat,
+                   model.loss_and_grad(x, eps)[1].flat]
+        for opt in (Adam(), SGD(momentum=0.9), BurdaAdam()):
+            opt.step(model.flat, vectors[1])
+            again = type(opt)()
+            again.load_state_dict(opt.state_dict())
+            for o in (opt, again):
+                vectors += [a for a in vars(o).values() if isinstance(a, np.ndarray)]
+                vectors += [o._m.stored, o._v.stored] if isinstance(o, Adam) else []
+        # Adam: buffer, m, v (the loaded copy: m, v); SGD: velocity, buffer (velocity);
+        # BurdaAdam: m, v, buffer (m, v): buffers are made by a step
+        assert len(vectors) == 4 + (3 + 2) + (2 + 1) + (3 + 2)
+        for a in vectors:
+            assert a.ctypes.data % ALIGN == 0 and a.dtype == dtype
