@@ -18,7 +18,7 @@ import math
 import numpy as np
 import scipy.linalg
 
-from .numerics import LOG_2PI, sigmoid, softplus, softplus_and_exp, sum_last_axis
+from .numerics import LOG_2PI, sigmoid, softplus, softplus_row_sums, sum_last_axis
 
 # --------------------------------------------------------------------------
 # Diagonal Gaussian N(x; mean, diag(exp(log_var)))
@@ -248,15 +248,14 @@ def bernoulli_log_prob(x, logits):
     if blocks is None or len(blocks) == 1:  # (one block: no buffers needed)
         return -sum_last_axis(softplus(_flip(x) * logits))
     flip, l3 = _flip(x), logits.reshape(-1, *x.shape)
-    neg_log_p = np.empty(l3.shape[:2], dtype=np.result_type(logits, x, 0.0))
-    u, sp = _scratch(2, blocks[0], l3, neg_log_p.dtype)
+    log_p = np.empty(l3.shape[:2], dtype=np.result_type(logits, x, 0.0))
+    u, sp = _scratch(2, blocks[0], l3, log_p.dtype)
     for ks in blocks:
         lb = l3[ks]
         ub, sb = u[:len(lb)], sp[:len(lb)]
         np.multiply(flip, lb, out=ub)
-        softplus(ub, out=sb)
-        np.einsum("kbd->kb", sb, out=neg_log_p[ks])
-    return np.negative(neg_log_p, out=neg_log_p).reshape(logits.shape[:-1])
+        np.negative(softplus_row_sums(ub, sb), out=log_p[ks])
+    return log_p.reshape(logits.shape[:-1])
 
 
 def _scratch(count, block, l3, dtype):
@@ -291,7 +290,9 @@ def bernoulli_log_prob_with_grad(x, logits):
     if blocks is None or len(blocks) == 1:  # (one block: no buffers needed)
         flip = _flip(x)
         u = flip * logits
-        return _log_prob_and_grad_from_u(u, flip, *softplus_and_exp(u), grad=np.empty_like(u))
+        sp, e = np.empty_like(u), np.empty_like(u)
+        log_p = -softplus_row_sums(u, sp, e)
+        return log_p, _grad_from_exp(u, flip, sp, e, out=sp)
     flip, l3 = _flip(x), logits.reshape(-1, *x.shape)
     log_p = np.empty(l3.shape[:2], dtype=np.result_type(logits, x, 0.0))
     grad = np.empty(l3.shape, dtype=log_p.dtype)
@@ -300,22 +301,21 @@ def bernoulli_log_prob_with_grad(x, logits):
         lb = l3[ks]
         ub, sb, eb = u[:len(lb)], sp[:len(lb)], e[:len(lb)]
         np.multiply(flip, lb, out=ub)
-        softplus_and_exp(ub, sb, eb)
-        log_p[ks] = _log_prob_and_grad_from_u(ub, flip, sb, eb, grad[ks])[0]
+        np.negative(softplus_row_sums(ub, sb, eb), out=log_p[ks])
+        _grad_from_exp(ub, flip, sb, eb, out=grad[ks])
     return log_p.reshape(logits.shape[:-1]), grad.reshape(logits.shape)
 
 
-def _log_prob_and_grad_from_u(u, flip, sp, e, grad):
-    """(log p = -sum sp, and ``grad``, into which flip e / (1 + e) is written); sp and e are
-    overwritten."""
-    log_p = -sum_last_axis(sp)
-    np.add(e, 1, out=sp)  # (sp is summed: its buffer is free)
+def _grad_from_exp(u, flip, sp, e, out):
+    """``out`` = flip e / (1 + e), sigma(l) - x from e = e^u (sp, summed already, and e are
+    overwritten)."""
+    np.add(e, 1, out=sp)
     with np.errstate(invalid="ignore"):  # inf / inf where e overflowed: fixed below
-        sigma_u = np.divide(e, sp, out=grad)
+        sigma_u = np.divide(e, sp, out=out)
     if not np.max(sigma_u) <= 1:  # NaN: inf / inf where e overflowed, or a NaN logit
         sigma_u[np.isnan(sigma_u) & ~np.isnan(u)] = 1  # (a NaN logit stays NaN)
     sigma_u *= flip
-    return log_p, sigma_u
+    return sigma_u
 
 
 # --------------------------------------------------------------------------

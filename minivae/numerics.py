@@ -86,16 +86,28 @@ def softplus(x: Array, out: Array | None = None) -> Array:
     return out if out.ndim else out[()]
 
 
-def softplus_and_exp(x: np.ndarray, sp: np.ndarray | None = None,
-                     e: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    r""":func:`softplus` of the array ``x``, and the :math:`e^x` it was computed from (inf where
-    that overflows, 0 where it is below the smallest normal float), for callers that need
-    both (:math:`\sigma(x) = e^x / (1 + e^x)` from them costs two cheap passes, not an exp).
-    ``sp`` and ``e``: arrays to write them into (x's shape and float dtype)."""
-    e = _exp_for_softplus(x, e)
-    sp = np.log1p(e, out=sp)
-    _softplus_overflow(x, sp)
-    return sp, e
+def softplus_row_sums(x: np.ndarray, sp: np.ndarray | None = None,
+                      e: np.ndarray | None = None) -> np.ndarray:
+    r""":math:`\sum_j \mathrm{softplus}(x_{\dots j})` over the last axis, as
+    ``sum_last_axis(softplus(x))`` but one pass cheaper: where :math:`e^x` overflowed, the
+    row's sum is inf, so the sums (one number per row) say whether there is anything to
+    fix, instead of a max over every element.
+
+    ``sp``: an array (x's shape and float dtype) that receives the elementwise softplus;
+    ``e``: one that receives the :math:`e^x` it was computed from (inf where that overflows,
+    0 where it is below the smallest normal float), for callers that need both
+    (:math:`\sigma(x) = e^x / (1 + e^x)` from them costs two cheap passes, not an exp).
+    """
+    if e is None:
+        sp = _exp_for_softplus(x, sp)
+        np.log1p(sp, out=sp)
+    else:
+        np.log1p(_exp_for_softplus(x, e), out=sp)
+    sums = sum_last_axis(sp)
+    if sums.size and not np.max(sums) < np.inf:  # an overflow (or a NaN) in some row
+        _softplus_overflow(x, sp)
+        sums = sum_last_axis(sp)
+    return sums
 
 
 def _exp_for_softplus(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
