@@ -61,6 +61,8 @@ Timing protocol (``scripts/quiet_timing.py``):
 * Reported per case: the median per-step time of each contender over quiet rounds, and
   for minivae/torch and minivae/JAX the median of the per-round ratios with their
   interquartile range (both sides of a ratio ran in the same round, seconds apart).
+  Also the page faults per step (median over blocks): memory that has to be faulted in
+  anew every step is a cost of the allocator, not of the computation, and shows there.
 
 Threads: ``--threads N`` (default 2) is exported as OMP/OPENBLAS/MKL_NUM_THREADS before
 NumPy is imported and passed to ``torch.set_num_threads``. XLA's CPU thread pool has no
@@ -834,8 +836,10 @@ def print_case_summary(row):
     others = [f for f in s["others_fraction"] if f is not None]
     load = (f"; others took median {100 * sorted(others)[len(others) // 2]:.1f}%, "
             f"max {100 * max(others):.1f}% of capacity" if others else "")
+    faults = "  ".join(f"{n} {f:.0f}" for n, f in s["faults_per_step"].items())
     print(f"  ms/step: {times}; rounds quiet {s['quiet']}, disturbed {s['disturbed']}"
-          f"{load}{flag}\n", flush=True)
+          f"{load}{flag}")
+    print(f"  page faults/step: {faults}\n", flush=True)
 
 
 # ----------------------------------------------------------------------------------------

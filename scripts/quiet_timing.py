@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -56,6 +57,12 @@ def machine_busy_seconds() -> float | None:
         return None
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
     return (user + nice + system + irq + softirq + steal) / _CLK_TCK
+
+
+def page_faults() -> int:
+    """Minor page faults of this process so far: a step that faults fresh memory in every
+    time (a few thousand per step) is paying the kernel, not computing."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def own_cpu_seconds() -> float:
@@ -149,19 +156,20 @@ class Block:
     seconds: float  # wall time of the block
     step: float  # seconds per step (per unit / per)
     others_cpu: float | None  # CPU seconds other processes used during the block
+    faults: float = 0.0  # page faults (minor) of this process per step during the block
 
 
 def time_block(c: Contender, gap: float) -> Block:
     """Reset, sleep ``gap`` (spinning threads park), then time ``c.n`` units."""
     c.reset()
     time.sleep(gap)
-    m0, o0 = machine_busy_seconds(), own_cpu_seconds()
+    m0, o0, f0 = machine_busy_seconds(), own_cpu_seconds(), page_faults()
     t0 = time.perf_counter()
     c.block(c.n)
     t1 = time.perf_counter()
-    o1, m1 = own_cpu_seconds(), machine_busy_seconds()
+    o1, m1, f1 = own_cpu_seconds(), machine_busy_seconds(), page_faults()
     others = None if m0 is None or m1 is None else max(0.0, (m1 - m0) - (o1 - o0))
-    return Block(t1 - t0, (t1 - t0) / (c.n * c.per), others)
+    return Block(t1 - t0, (t1 - t0) / (c.n * c.per), others, (f1 - f0) / (c.n * c.per))
 
 
 def round_order(names: Sequence[str], r: int) -> list[str]:
@@ -223,11 +231,13 @@ def summarize(rnds: Sequence[Round], pairs: Sequence[tuple[str, str]], cores: in
     used, basis = (quiet, "quiet") if len(quiet) >= min_quiet else (list(rnds), "all")
     names = rnds[0].order if rnds else []
     steps = {n: statistics.median(r.blocks[n].step for r in used) for n in names}
+    faults = {n: statistics.median(r.blocks[n].faults for r in used) for n in names}
     ratios = {}
     for a, b in pairs:
         if a in steps and b in steps:
             q1, med, q3 = quartiles([r.blocks[a].step / r.blocks[b].step for r in used])
             ratios[f"{a}/{b}"] = {"median": med, "q1": q1, "q3": q3}
-    return {"step_s": steps, "ratios": ratios, "basis": basis, "quiet": len(quiet),
+    return {"step_s": steps, "faults_per_step": faults, "ratios": ratios, "basis": basis,
+            "quiet": len(quiet),
             "disturbed": len(rnds) - len(quiet), "others_fraction": fractions,
             "measured": all(f is not None for f in fractions)}
