@@ -13,6 +13,7 @@ Conventions (the same everywhere in minivae):
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -128,6 +129,7 @@ def reparameterized_log_q_backward(d_log_q, log_var):
 _EXPM1_MINUS_X_SERIES = tuple(2.0 / math.factorial(j + 2) for j in range(12))
 
 
+@functools.cache
 def _series_terms(dtype) -> int:
     """How many of the series' terms a dtype needs for |v| < 1/4: the first one left out is
     below an eighth of its eps (float32: 6, float64: 12)."""
