@@ -75,14 +75,14 @@ def affine_backward(
 # --------------------------------------------------------------------------
 
 
-def relu_forward(x: Array) -> tuple[Array, Array]:
-    """ReLU :math:`\\max(x, 0)`.
+def relu_forward(x: Array, out: Array | None = None) -> tuple[Array, Array]:
+    """ReLU :math:`\\max(x, 0)`; ``out=x`` computes it in place (see :data:`IN_PLACE`).
 
     The 0 is a row of zeros broadcast over the batch, not the scalar 0: NumPy's
     ``maximum`` has a vectorized loop for two arrays but not for an array and a
     scalar (measured: 2x faster on (128, 400) and (1000, 400) float32).
     """
-    out = np.maximum(x, np.zeros(x.shape[-1], x.dtype))
+    out = np.maximum(x, np.zeros(x.shape[-1], x.dtype), out=out)
     return out, out
 
 
@@ -106,9 +106,9 @@ def leaky_relu_backward(dout: Array, cache: tuple) -> Array:
     return np.where(x > 0, dout, slope * dout)
 
 
-def tanh_forward(x: Array) -> tuple[Array, Array]:
-    """Hyperbolic tangent."""
-    out = np.tanh(x)
+def tanh_forward(x: Array, out: Array | None = None) -> tuple[Array, Array]:
+    """Hyperbolic tangent; ``out=x`` computes it in place (see :data:`IN_PLACE`)."""
+    out = np.tanh(x, out=out)
     return out, out
 
 
@@ -152,6 +152,13 @@ ACTIVATIONS: dict[str, tuple[ActivationForward, ActivationBackward]] = {
     "sigmoid": (sigmoid_forward, sigmoid_backward),
     "softplus": (softplus_forward, softplus_backward),
 }
+
+
+#: Activations whose forward takes ``out=``: the MLP hands them the pre-activation it has just
+#: computed (and needs no more: their backward uses their output), so the output overwrites
+#: it instead of filling new memory. Measured, interleaved against a new array each time:
+#: 3% off importance sampling with 784-400-20 (k = 1000), 2% off an IWAE step with K = 50.
+IN_PLACE = frozenset({"relu", "tanh"})
 
 
 def get_activation(name: str) -> tuple[ActivationForward, ActivationBackward]:

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .layers import affine_backward, affine_forward, get_activation
+from .layers import IN_PLACE, affine_backward, affine_forward, get_activation
 
 
 class MLP:
@@ -33,6 +33,7 @@ class MLP:
         self.sizes = sizes
         self.activation = activation
         self._act_forward, self._act_backward = get_activation(activation)
+        self._in_place = activation in IN_PLACE  # the forward may overwrite its input
         self.prefix = prefix
         self.names = [(f"{prefix}.{i}.W", f"{prefix}.{i}.b") for i in range(len(sizes) - 1)]
 
@@ -67,8 +68,9 @@ class MLP:
         last = self.n_layers - 1
         for i, (w, b) in enumerate(self.names):
             a, affine_cache = affine_forward(h, params[w], params[b])
-            if i < last:
-                h, act_cache = self._act_forward(a)
+            if i < last:  # (a, the affine output, is ours: an in-place activation may reuse it)
+                h, act_cache = (self._act_forward(a, out=a) if self._in_place
+                                else self._act_forward(a))
             else:
                 h, act_cache = a, None
             caches.append((affine_cache, act_cache))

@@ -8,7 +8,7 @@ checks by finite differences; these tests pin the two together.
 import numpy as np
 import pytest
 
-from minivae import SGD, VAE, Adam, BurdaAdam, objectives, optim
+from minivae import SGD, VAE, Adam, BurdaAdam, layers, objectives, optim
 from minivae.distributions import (
     bernoulli_log_prob,
     bernoulli_log_prob_elementwise,
@@ -479,3 +479,18 @@ def test_every_flat_vector_starts_on_a_64_byte_boundary():
         assert len(vectors) == 4 + (3 + 2) + (2 + 1) + (3 + 2)
         for a in vectors:
             assert a.ctypes.data % ALIGN == 0 and a.dtype == dtype
+
+
+@pytest.mark.parametrize("name", sorted(layers.IN_PLACE))
+def test_in_place_activations_give_the_same_numbers(name):
+    """With out=x the activation overwrites its input with exactly the numbers it would
+    return in a new array, and its cache (its output) serves the backward pass alike."""
+    forward, backward = layers.get_activation(name)
+    x = np.random.default_rng(0).standard_normal((5, 7)).astype(np.float32)
+    dout = np.ones_like(x)
+    plain, plain_cache = forward(x.copy())
+    buf = x.copy()
+    same, cache = forward(buf, out=buf)
+    assert same is buf
+    np.testing.assert_array_equal(same, plain)
+    np.testing.assert_array_equal(backward(dout, cache), backward(dout, plain_cache))
