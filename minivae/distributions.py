@@ -232,7 +232,10 @@ def _blocks(x, logits):
     3.1 MB, a chunk of importance samples 4 MB) each pass streams it from memory again,
     and two threads on two cores are not faster than one (measured: 2.11 and 1.96 ms):
     memory is the limit. Block by block, the passes after the first find their data in
-    the cache. A decoder output of one slab (K = 1) is one block: nothing changes there.
+    the cache. Measured (float32, caches cleared before each call): log p and its gradient
+    on the (50, 20, 784) logits, 2.03 ms whole and 1.71 ms in blocks; log p alone on a
+    (13, 100, 784) chunk of importance samples, 1.88 and 1.51 ms. A decoder output of one
+    slab (K = 1) is one block: nothing changes there.
     """
     if not (isinstance(x, np.ndarray) and isinstance(logits, np.ndarray) and x.ndim == 2
             and logits.ndim >= 2 and logits.shape[-2:] == x.shape and x.size > 0):
