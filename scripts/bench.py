@@ -2,6 +2,7 @@
 """Benchmark minivae against PyTorch (eager, CPU) and JAX (jit, CPU), with numbers you can trust.
 
     python scripts/bench.py --data-dir DATA [--cases a,b] [--rounds 20] [--quick] [--json OUT]
+    python scripts/bench.py --data-dir DATA --repeat 3     # three fresh processes, compared
 
 The cases (``--cases``; a training step is forward + backward + Adam, Bernoulli
 likelihood on logits, closed-form KL for K = 1, noise drawn inside the step by each
@@ -71,6 +72,11 @@ setting between one thread and all cores: with N = 1 the script sets
 JAX uses every core (the default machine has 2 cores, so N = 2 means the same for all).
 The thread pools actually loaded are reported (threadpoolctl).
 
+Repeats: ``--repeat N`` runs the whole benchmark N times, each in a fresh process, and then
+lists every run's ratios side by side. On a shared machine the speed of each library moves
+between runs minutes apart, and not by the same factor for all (JAX's moved most here), so
+a ratio is worth what its spread across runs says.
+
 malloc: the process keeps freed memory for reuse, as minivae's commands do
 (``minivae.tool.memory.retain_freed_memory``: glibc's mallopt). Without that, whether a
 step's multi-MB temporaries are faulted in anew every step depends on what the process
@@ -93,6 +99,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -132,6 +139,11 @@ def parse_args(argv=None):
     p.add_argument("--default-malloc", action="store_true",
                    help="leave glibc's malloc as it is (by default the process keeps freed "
                    "memory, as minivae's commands do: minivae.tool.memory.retain_freed_memory)")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="run the whole benchmark N times, each in a fresh process (one after "
+                   "the other; --memory and --train-memory with the first), then print the "
+                   "ratios of every run side by side: a ratio that holds in one run but not "
+                   "in the next is not a result (default 1)")
     p.add_argument("--json", default=None, metavar="PATH", help="write everything as JSON")
     p.add_argument("--memory-case", nargs=2, metavar=("CASE", "IMPL"),
                    help=argparse.SUPPRESS)  # internal: one memory measurement, prints JSON
@@ -1148,5 +1160,62 @@ def main(args):
         print(f"wrote {os.path.basename(args.json)}")
 
 
+def repeat(args, argv):
+    """``--repeat N``: N runs, each a fresh process with this script's other options (and its
+    own JSON), their full output as it comes, then one table of their ratios."""
+    if args.repeat < 2:
+        raise SystemExit("--repeat: expected a number of runs >= 2")
+    rest, skip = [], False
+    for a in argv:  # this command line without --repeat, --json, --memory, --train-memory
+        if skip:
+            skip = False
+        elif a in ("--repeat", "--json"):
+            skip = True
+        elif not (a.startswith("--repeat=") or a.startswith("--json=")
+                  or a in ("--memory", "--train-memory")):
+            rest.append(a)
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.repeat):
+            print(f"=== run {i + 1} of {args.repeat} (a fresh process) ===", flush=True)
+            extra = [a for a, on in (("--memory", args.memory),
+                                     ("--train-memory", args.train_memory)) if on and i == 0]
+            path = os.path.join(tmp, f"run{i + 1}.json")
+            done = subprocess.run([sys.executable, os.path.abspath(__file__), *rest, *extra,
+                                   "--json", path])
+            if done.returncode != 0:
+                raise SystemExit(f"run {i + 1} failed (exit {done.returncode})")
+            with open(path) as f:
+                runs.append(json.load(f))
+            print(flush=True)
+    print_repeats(runs)
+    if args.json:
+        write_json(args.json, {"runs": runs})
+        print(f"wrote {os.path.basename(args.json)}")
+
+
+def print_repeats(runs):
+    """Per case, each run's median ratios (minivae/torch and minivae/JAX), and their median."""
+    print(f"ratios of {len(runs)} runs (each: the median of its per-round ratios), "
+          f"run 1 / run 2 / ... and their median:")
+    print(f"{'case':<18} {'minivae/torch':>{7 * len(runs) + 8}}   "
+          f"{'minivae/JAX':>{7 * len(runs) + 8}}")
+    for rows in zip(*(r["cases"] for r in runs), strict=True):
+        name = rows[0]["case"]["name"]
+        cells = []
+        for pair in ("minivae/torch", "minivae/jax"):
+            vals = [r["summary"]["ratios"].get(pair, {}).get("median") for r in rows
+                    if "summary" in r]
+            vals = [v for v in vals if v is not None]
+            cells.append(" / ".join(f"{v:.2f}" for v in vals) + f"  ({statistics.median(vals):.2f})"
+                         if vals else "-")
+        print(f"{name:<18} {cells[0]:>{7 * len(runs) + 8}}   {cells[1]:>{7 * len(runs) + 8}}")
+    dates = [r["machine"]["date"] for r in runs]
+    print(f"runs ended {', '.join(dates)}")
+
+
 if __name__ == "__main__":
-    main(ARGS)
+    if ARGS.repeat != 1:
+        repeat(ARGS, sys.argv[1:])
+    else:
+        main(ARGS)
