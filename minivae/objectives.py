@@ -105,7 +105,7 @@ WEIGHT_FLOOR = 2.0**-64
 
 
 def _gradient_weights(log_w: np.ndarray) -> np.ndarray:
-    r"""The normalized weights :math:`	ilde w_{kb}` that weigh each sample's gradient, with
+    r"""The normalized weights :math:`\tilde w_{kb}` that weigh each sample's gradient, with
     those below :data:`WEIGHT_FLOOR` set to exactly 0.
 
     Why: a sample whose weight is tiny (early in training most are: float32,
@@ -115,13 +115,11 @@ def _gradient_weights(log_w: np.ndarray) -> np.ndarray:
     a slow microcode path: that one product took 2.1 ms instead of 0.95. A weight of exactly
     0 makes its rows exactly 0 instead, which cost nothing extra.
 
-    Why it is harmless: the gradient is :math:`-rac1B\sum_{kb}	ilde w_{kb}
-abla\log w_{kb}`
-    with :math:`\sum_k	ilde w_{kb} = 1`, so at least one sample per datapoint has weight
+    Why it is harmless: the gradient is
+    :math:`-\frac1B\sum_{kb}\tilde w_{kb}\nabla\log w_{kb}` with
+    :math:`\sum_k\tilde w_{kb} = 1`, so at least one sample per datapoint has weight
     :math:`\ge 1/K`. Dropping the samples below :math:`2^{-64}` changes the gradient by at
-    most :math:`K\,2^{-64}` times the largest :math:`\lVert
-abla\log w_{kb}
-Vert / B`:
+    most :math:`K\,2^{-64}` times the largest :math:`\lVert\nabla\log w_{kb}\rVert / B`:
     with K = 50, 2.7e-18 of it, ten orders of magnitude below float32 roundoff (6e-8) and
     below float64's (1.1e-16). The loss is not changed at all.
     """
