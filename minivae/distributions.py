@@ -225,7 +225,7 @@ BLOCK_ELEMENTS = 2**16
 def _blocks(x, logits):
     """For logits (..., B, D) against x (B, D): slices of whole (B, D) slabs of about
     :data:`BLOCK_ELEMENTS` elements, over the logits seen as (n, B, D); None for any other
-    shapes (then the plain formulas are used).
+    shapes (then the whole arrays are one block).
 
     Why: the likelihood makes about ten elementwise passes over the decoder's output. Over
     an array larger than the core's cache (an IWAE step's (50, 20, 784) float32 logits are
@@ -249,25 +249,7 @@ def bernoulli_log_prob(x, logits):
     r"""Bernoulli log-probability summed over the last axis (nats):
     :math:`-\sum_d \mathrm{softplus}((1-2x_d)\,l_d)`, a sum of terms of one sign (see
     :func:`bernoulli_log_prob_elementwise`), block by block (see :func:`_blocks`)."""
-    blocks = _blocks(x, logits)
-    if blocks is None or len(blocks) == 1:  # (one block: no buffers needed)
-        return -sum_last_axis(softplus(_flip(x) * logits))
-    flip, l3 = _flip(x), logits.reshape(-1, *x.shape)
-    log_p = np.empty(l3.shape[:2], dtype=np.result_type(logits, x, 0.0))
-    u, sp = _scratch(2, blocks[0], l3, log_p.dtype)
-    for ks in blocks:
-        lb = l3[ks]
-        ub, sb = u[:len(lb)], sp[:len(lb)]
-        np.multiply(flip, lb, out=ub)
-        np.negative(softplus_row_sums(ub, sb), out=log_p[ks])
-    return log_p.reshape(logits.shape[:-1])
-
-
-def _scratch(count, block, l3, dtype):
-    """``count`` arrays shaped like the largest block of ``l3`` (buffers reused by every
-    block)."""
-    rows = min(block.stop, l3.shape[0]) - block.start
-    return np.empty((count, rows, *l3.shape[1:]), dtype=dtype)
+    return _bernoulli(x, logits, with_grad=False)[0]
 
 
 def bernoulli_log_prob_grad(x, logits):
@@ -291,36 +273,46 @@ def bernoulli_log_prob_with_grad(x, logits):
     overflows (u above 88.7 in float32), :math:`\sigma(u) = 1`. Block by block, like
     :func:`bernoulli_log_prob`.
     """
+    return _bernoulli(x, logits, with_grad=True)
+
+
+def _bernoulli(x, logits, with_grad: bool):
+    """(log p(x|l) summed over the last axis, and sigma(l) - x if ``with_grad`` else None),
+    block by block when the logits are larger than a block (:func:`_blocks`)."""
+    flip = _flip(x)
     blocks = _blocks(x, logits)
-    if blocks is None or len(blocks) == 1:  # (one block: no buffers needed)
-        flip = _flip(x)
-        u = flip * logits
-        sp, e = np.empty_like(u), np.empty_like(u)
-        log_p = -softplus_row_sums(u, sp, e)
-        return log_p, _grad_from_exp(u, flip, sp, e, out=sp)
-    flip, l3 = _flip(x), logits.reshape(-1, *x.shape)
-    log_p = np.empty(l3.shape[:2], dtype=np.result_type(logits, x, 0.0))
-    grad = np.empty(l3.shape, dtype=log_p.dtype)
-    u, sp, e = _scratch(3, blocks[0], l3, log_p.dtype)
+    if blocks is None or len(blocks) == 1:  # one block: the whole arrays
+        return _bernoulli_block(flip, logits, with_grad)
+    l3 = logits.reshape(-1, *x.shape)
+    dtype = np.result_type(logits, x, 0.0)
+    log_p = np.empty(l3.shape[:2], dtype=dtype)
+    grad = np.empty(l3.shape, dtype=dtype) if with_grad else None
+    rows = min(blocks[0].stop, l3.shape[0])  # the largest block's slabs
+    u, sp, e = np.empty((3, rows, *x.shape), dtype=dtype)  # buffers reused by every block
     for ks in blocks:
-        lb = l3[ks]
-        ub, sb, eb = u[:len(lb)], sp[:len(lb)], e[:len(lb)]
-        np.multiply(flip, lb, out=ub)
-        np.negative(softplus_row_sums(ub, sb, eb), out=log_p[ks])
-        _grad_from_exp(ub, flip, sb, eb, out=grad[ks])
-    return log_p.reshape(logits.shape[:-1]), grad.reshape(logits.shape)
+        n = len(l3[ks])
+        log_p[ks] = _bernoulli_block(flip, l3[ks], with_grad, u[:n], sp[:n], e[:n],
+                                     None if grad is None else grad[ks])[0]
+    return log_p.reshape(logits.shape[:-1]), None if grad is None else grad.reshape(logits.shape)
 
 
-def _grad_from_exp(u, flip, sp, e, out):
-    """``out`` = flip e / (1 + e), sigma(l) - x from e = e^u (sp, summed already, and e are
-    overwritten)."""
-    np.add(e, 1, out=sp)
+def _bernoulli_block(flip, logits, with_grad: bool, u=None, sp=None, e=None, grad=None):
+    """:func:`_bernoulli` on one block; ``u``, ``sp``, ``e``: buffers of its shape, and
+    ``grad`` where its gradient goes (new arrays where None)."""
+    u = np.multiply(flip, logits, out=u)
+    if not with_grad:
+        return -softplus_row_sums(u, sp), None
+    sp = np.empty_like(u) if sp is None else sp
+    e = np.empty_like(u) if e is None else e
+    log_p = -softplus_row_sums(u, sp, e)
+    # sigma(u) = e / (1 + e), times flip: sigma(l) - x
+    np.add(e, 1, out=sp)  # (sp is summed: its buffer is free)
     with np.errstate(invalid="ignore"):  # inf / inf where e overflowed: fixed below
-        sigma_u = np.divide(e, sp, out=out)
-    if not np.max(sigma_u) <= 1:  # NaN: inf / inf where e overflowed, or a NaN logit
-        sigma_u[np.isnan(sigma_u) & ~np.isnan(u)] = 1  # (a NaN logit stays NaN)
-    sigma_u *= flip
-    return sigma_u
+        grad = np.divide(e, sp, out=grad)
+    if not np.max(grad) <= 1:  # NaN: inf / inf where e overflowed, or a NaN logit
+        grad[np.isnan(grad) & ~np.isnan(u)] = 1  # (a NaN logit stays NaN)
+    grad *= flip
+    return log_p, grad
 
 
 # --------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def flush_subnormals(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def softplus(x: Array, out: Array | None = None) -> Array:
+def softplus(x: Array) -> Array:
     r"""Stable :math:`\log(1 + e^x)`, computed as ``log1p(exp(x))`` where that is finite.
 
     The textbook formula is accurate wherever :math:`e^x` does not overflow: for very
@@ -76,11 +76,9 @@ def softplus(x: Array, out: Array | None = None) -> Array:
     When the smallest :math:`e^x` is below the smallest normal float (one ``min`` finds
     out), those entries are set to 0 first, so their softplus is 0 instead of a number
     below 1.2e-38, a change no sum of them can see.
-
-    ``out``: an array of x's shape and float dtype to write into (not x itself).
     """
     x = np.asarray(x)
-    out = _exp_for_softplus(x, out)
+    out = _exp_for_softplus(x)
     np.log1p(out, out=out)
     _softplus_overflow(x, out)
     return out if out.ndim else out[()]
@@ -121,13 +119,11 @@ def _exp_for_softplus(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarra
     return e
 
 
-def _softplus_overflow(x: np.ndarray, sp: np.ndarray) -> bool:
+def _softplus_overflow(x: np.ndarray, sp: np.ndarray) -> None:
     """Where e^x overflowed, log1p(e^x) is inf: set those entries of ``sp`` to x (see
-    softplus). Returns whether there were any (or NaN)."""
+    softplus)."""
     if sp.size and not np.max(sp) < np.inf:  # e^x overflowed somewhere (or x is inf, NaN)
         np.copyto(sp, x, where=np.isinf(sp), casting="unsafe")
-        return True
-    return False
 
 
 def sigmoid(x: Array) -> Array:

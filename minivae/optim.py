@@ -170,14 +170,6 @@ class _Average:
         """The true average is ``scale * stored``."""
         return self.beta**self.s
 
-    def renormalize(self) -> None:
-        """Fold the scale into ``stored`` (s = 0), and set what decayed below the smallest
-        normal float to 0 (harmless: see :func:`_flush_decayed_moments`)."""
-        if self.s:
-            self.stored *= self.scale
-            self.s = 0
-        flush_subnormals(self.stored)
-
 
 class Adam:
     r"""Adam (Kingma & Ba 2015) with bias correction by the step count t.
