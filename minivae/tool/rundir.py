@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 from pathlib import Path
 
 from .files import TEMPORARY, remove_stale_temporaries, writable_directory
@@ -79,7 +80,7 @@ class RunOwner:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            holder = _read_holder(fd)
             os.close(fd)
             raise _in_use(self.run.path, holder) from None
         os.ftruncate(fd, 0)
@@ -120,6 +121,21 @@ def _leftovers(path: Path) -> list[str]:
                   if p.name != LOCK_NAME and not TEMPORARY.match(p.name))
 
 
+def _read_holder(fd: int, tries: int = 50) -> str:
+    """The pid the lock's holder wrote in the lock file, or "?".
+
+    The holder writes its pid just after it takes the lock, so a process that finds the
+    lock taken can read the file in between and see it empty (seen once in the test suite,
+    with two trainers started together on a loaded machine): it reads again for up to 0.5 s.
+    """
+    for _ in range(tries):
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if text:
+            return text
+        time.sleep(0.01)
+    return "?"
+
+
 def _in_use(path: Path, holder: str) -> RunDirError:
     return RunDirError(f"{path} is in use: another minivae process (pid {holder}) is training "
                        f"in it; wait for it to end, or choose another --run-dir")
@@ -140,7 +156,7 @@ def _lock_holder(run: RunDir) -> str | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError:
-        return os.read(fd, 32).decode(errors="replace").strip() or "?"
+        return _read_holder(fd)
     finally:
         os.close(fd)  # also lets go of the shared lock, if it was taken
     return None
